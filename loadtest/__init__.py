@@ -1,0 +1,1 @@
+"""The Locust side of ptu-verify: user classes, streaming clients, records and load plans."""

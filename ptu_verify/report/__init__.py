@@ -1,0 +1,1 @@
+"""Rendering of analysis results: HTML verdict, console summary and JUnit XML."""

@@ -1,0 +1,1 @@
+"""The main job: simulator, preflight, Locust subprocess, live progress, analysis and report."""

@@ -1,0 +1,1 @@
+"""Simulated PTU deployment: an HTTP server speaking the Bailian APIs with PTU throttling."""
