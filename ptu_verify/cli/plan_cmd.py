@@ -102,15 +102,16 @@ def explain_sizing(sizing: SizingResult) -> str:
     """Return the step-by-step explanation of a PTU recommendation."""
     lines = [_("PTU plan for {model}").format(model=sizing.model)]
 
-    demand_parts = [_("{tpm} TPM").format(tpm=format_number(sizing.demand_tpm))]
+    demand = _("{tpm} TPM").format(tpm=format_number(sizing.demand_tpm))
     if sizing.demand_input_tpm is not None:
-        demand_parts.append(
-            _("(input {input}, output {output})").format(
-                input=format_number(sizing.demand_input_tpm), output=format_number(sizing.demand_output_tpm)
-            )
+        demand += " " + _("(input {input}, output {output})").format(
+            input=format_number(sizing.demand_input_tpm), output=format_number(sizing.demand_output_tpm)
         )
-    demand_parts.append(_("{qpm} QPM").format(qpm=format_number(sizing.demand_qpm)) if sizing.demand_qpm is not None else _("QPM not given"))
-    lines.append(_("  1. Demand:           {demand}; headroom {headroom}").format(demand=", ".join(demand_parts), headroom=format_percent(sizing.headroom, 0)))
+    if sizing.demand_qpm is not None:
+        demand += ", " + _("{qpm} QPM").format(qpm=format_number(sizing.demand_qpm))
+    else:
+        demand += ", " + _("QPM not given")
+    lines.append(_("  1. Demand:           {demand}; headroom {headroom}").format(demand=demand, headroom=format_percent(sizing.headroom, 0)))
 
     per_ptu = []
     if sizing.tpm_per_ptu is not None:
@@ -180,7 +181,13 @@ def explain_cost(cost: CostResult | None, prices: Prices) -> str:
         lines.append(_("  Pay-per-token:  input tokens × input price + output tokens × output price = {cost}").format(cost=format_number(cost.token_cost, 2)))
     else:
         lines.append(_("  Pay-per-token:  no token prices given (--input-price and --output-price)"))
-    if cost.break_even_utilization is not None:
+    if cost.break_even_utilization is not None and cost.break_even_utilization > 1:
+        lines.append(
+            _("  Break-even:     none; PTUs cost more than pay-per-token even at 100 % utilization ({share} would be needed)").format(
+                share=format_percent(cost.break_even_utilization)
+            )
+        )
+    elif cost.break_even_utilization is not None:
         lines.append(
             _("  Break-even:     PTUs are cheaper above {share} utilization of the deployed TPM").format(share=format_percent(cost.break_even_utilization))
         )
