@@ -33,7 +33,7 @@ _DATE_SUFFIX = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 @dataclass(frozen=True)
 class Capacity:
-    """What N PTUs of one model buy, per minute. ``None`` means that limit does not apply."""
+    """Capacity bought by N PTUs of one model, per minute. ``None`` means that limit does not apply."""
 
     ptu: int
     tpm: int | None
@@ -97,7 +97,7 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class Resolution:
-    """How a user-given model name was resolved."""
+    """The model version a user-given name resolved to, and the rule that matched."""
 
     spec: ModelSpec
     requested: str

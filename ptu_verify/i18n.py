@@ -1,8 +1,8 @@
 """Message translation through gettext catalogs (en and zh-CN).
 
-Source strings are English. Each area of the code keeps its own catalog domain
-(``ptu_verify/locale/zh_CN/LC_MESSAGES/<domain>.po`` compiled to ``.mo``); all
-domains of the active language are chained, so ``_`` finds a string in any of them.
+Source strings are English. Each area of the code keeps its own catalog domain in
+``ptu_verify/locale/zh_CN/LC_MESSAGES/<domain>.po``, compiled to ``.mo``. The domains of
+the active language are chained, so ``_`` finds a string in any of them.
 Compile after editing a .po file with ``python -m ptu_verify.i18n compile``.
 """
 

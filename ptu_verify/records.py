@@ -74,7 +74,7 @@ class RequestRecord(TypedDict):
     started_at: float  # Unix time the request was sent
     scheduled_at: float | None  # Unix time an open-loop plan meant to send it
     ttft_s: float | None  # send -> first generated token of any kind (content, reasoning or tool call)
-    ttfa_s: float | None  # send -> first answer (content) token
+    ttfa_s: float | None  # send -> first content token (after any reasoning)
     e2e_s: float | None  # send -> end of stream or error
     input_tokens: int | None
     output_tokens: int | None  # includes reasoning tokens
