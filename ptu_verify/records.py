@@ -13,9 +13,15 @@ The schemas are versioned by their ``schema`` field and documented in docs/recor
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, TypedDict
+
+if sys.version_info >= (3, 11):
+    from typing import NotRequired
+else:  # pragma: no cover - Python 3.10
+    from typing_extensions import NotRequired
 
 __all__ = [
     "RECORD_SCHEMA",
@@ -93,6 +99,9 @@ class RequestRecord(TypedDict):
     retry_after_s: float | None
     attempt: int  # 1 for the first attempt of a user request, 2… for --retry-429 retries
     user_latency_s: float | None  # with retries: first attempt's send -> this attempt's end
+    # Gaps between token-carrying events (one event may carry several tokens, so not per-token latency).
+    chunk_gap_mean_s: NotRequired[float | None]
+    chunk_gap_max_s: NotRequired[float | None]
 
 
 class RunInfo(TypedDict, total=False):
