@@ -17,6 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from loadtest.client import ClientConfig, StreamClient
+from ptu_verify.records import RequestRecord
+from ptu_verify.requests import RequestSpec
+
 Script = list[tuple[float, bytes]]
 
 
@@ -213,6 +217,7 @@ def native_event(
     reasoning_tokens: int | None = None,
     image_tokens: int | None = None,
     request_id: str = "req-0001",
+    with_usage: bool = True,
 ) -> bytes:
     """Return one native result event (no space after the colons, as DashScope sends it)."""
     message: dict[str, Any] = {"content": content, "role": "assistant"}
@@ -223,7 +228,9 @@ def native_event(
         usage["output_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
     if image_tokens is not None:
         usage["image_tokens"] = image_tokens
-    obj = {"output": {"choices": [{"message": message, "finish_reason": finish_reason}]}, "usage": usage, "request_id": request_id}
+    obj: dict[str, Any] = {"output": {"choices": [{"message": message, "finish_reason": finish_reason}]}, "request_id": request_id}
+    if with_usage:
+        obj["usage"] = usage
     data = json.dumps(obj, ensure_ascii=False)
     return f"id:{event_id}\nevent:result\n:HTTP_STATUS/200\ndata:{data}\n\n".encode()
 
@@ -232,3 +239,43 @@ def native_error_event(code: str, message: str, *, status: int = 429, request_id
     """Return an in-stream native error frame whose real status is only in the comment line."""
     data = json.dumps({"request_id": request_id, "code": code, "message": message})
     return f"id:1\nevent:error\n:HTTP_STATUS/{status}\ndata:{data}\n\n".encode()
+
+
+# ---------------------------------------------------------------- client runs
+
+FAKE_KEY = "sk-test-fake-0000"
+DEFAULT_SPEC = RequestSpec(messages=[{"role": "user", "content": "你是谁？"}], max_tokens=256)
+
+
+def send_requests(
+    respond: Callable[[ReceivedRequest, int], Script],
+    *,
+    count: int = 1,
+    spec: RequestSpec = DEFAULT_SPEC,
+    **overrides: Any,
+) -> tuple[list[RequestRecord], ScriptedServer]:
+    """Start a scripted server, send ``spec`` ``count`` times with a StreamClient, return all records and the server.
+
+    ``overrides`` are ClientConfig fields; the default is the fast transport over the compat API.
+    """
+    with ScriptedServer(respond) as server:
+        api = overrides.get("api", "openai")
+        options: dict[str, Any] = {
+            "api": api,
+            "transport": "fast",
+            "base_url": server.base + ("/compatible-mode/v1" if api == "openai" else "/api/v1"),
+            "deployment_code": "qwen-plus-test",
+            "api_key": FAKE_KEY,
+            "request_timeout_s": 10.0,
+            "run_id": "run-1",
+            "worker_id": "w1",
+        }
+        options.update(overrides)
+        client = StreamClient(ClientConfig(**options))
+        records: list[RequestRecord] = []
+        try:
+            for _ in range(count):
+                records.extend(client.send(spec, stage="s1"))
+        finally:
+            client.close()
+    return records, server
