@@ -83,7 +83,7 @@ class RunningSimulator:
         asyncio.set_event_loop(self._loop)
         try:
             self._loop.run_until_complete(self._start())
-        except Exception as error:  # reported to the starting thread
+        except Exception as error:  # noqa: BLE001 - handed to the starting thread, which raises it
             self._error = error
             self._ready.set()
             return
@@ -135,7 +135,7 @@ class RunningSimulator:
         """Forget statistics, limiter usage and cached prefixes, as POST /sim/reset."""
         self.call(self.state.reset)
 
-    def __enter__(self) -> RunningSimulator:
+    def __enter__(self) -> RunningSimulator:  # noqa: PYI034 - final class in practice
         return self
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, trace: TracebackType | None) -> None:

@@ -379,7 +379,8 @@ async def _stream(
     reasoning_total = plan.reasoning_tokens
     per_chunk = plan.tokens_per_chunk
     chunks = _chunk_bounds(reasoning_total, total, per_chunk)
-    fault_at = state.rng.randrange(len(chunks)) if len(chunks) > 0 else 0
+    # Mid-stream faults strike after the first chunk when there is more than one.
+    fault_at = state.rng.randrange(1, len(chunks)) if len(chunks) > 1 else 0
     coalesce = config.coalesce_events if "coalesce" in plan.faults else 1
 
     start = time.perf_counter()

@@ -66,7 +66,8 @@ def build_pool(seed: int | None = 0, pieces: int = _TARGET_PIECES) -> TokenPool:
     # Words usable in every position: " word", " Word" (after a full stop) and "Word" (after a
     # paragraph break or at the start of a response) must all be single tokens.
     vocabulary = [w for w in dict.fromkeys(_WORDS) if _one_token(" " + w) and _one_token(" " + w.capitalize()) and _one_token(w.capitalize())]
-    weights = [1.0 / (rank + 2) for rank in range(len(vocabulary))]
+    # A flattened Zipf weighting: frequent words dominate without repeating every few words.
+    weights = [1.0 / (rank + 12) ** 0.8 for rank in range(len(vocabulary))]
 
     texts: list[str] = []
     starts: list[int] = []
@@ -76,10 +77,14 @@ def build_pool(seed: int | None = 0, pieces: int = _TARGET_PIECES) -> TokenPool:
         words = rng.choices(vocabulary, weights=weights, k=rng.randint(6, 20))
         first = words[0].capitalize()
         texts.append(first if paragraph_start else " " + first)
+        previous = words[0]
         for position, word in enumerate(words[1:], start=1):
+            if word == previous:
+                continue
             if position > 3 and rng.random() < 0.08 and texts[-1] != ",":
                 texts.append(",")
             texts.append(" " + word)
+            previous = word
         paragraph_start = rng.random() < 0.2
         texts.append(".\n\n" if paragraph_start else ".")
 
