@@ -9,7 +9,6 @@ import click
 from ..i18n import _
 from ..run.compare import compare_runs, load_compare_settings, write_compare_json
 from ..run.history import collect_history, write_history_json
-from ..run.render import format_compare_table, format_history_table, write_compare_html, write_history_html
 from .common import lang_option
 
 __all__ = ["compare_command", "history_command"]
@@ -43,6 +42,8 @@ _RUN_DIR = click.Path(exists=False, file_okay=False, path_type=Path)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR", help=_("Where to write compare.html and compare.json. Default: CURRENT_DIR."))
 @lang_option
 def compare_command(baseline_dir: Path, current_dir: Path, policy_path: Path | None, out_dir: Path | None) -> int:
+    from ..run.render import format_compare_table, write_compare_html
+
     settings = load_compare_settings(policy_path)
     result = compare_runs(baseline_dir, current_dir, settings)
     target = out_dir or current_dir
@@ -70,6 +71,8 @@ def compare_command(baseline_dir: Path, current_dir: Path, policy_path: Path | N
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True, metavar="DIR", help=_("Where to write history.html and history.json."))
 @lang_option
 def history_command(run_dirs: tuple[Path, ...], out_dir: Path) -> int:
+    from ..run.render import format_history_table, write_history_html
+
     history = collect_history(list(run_dirs))
     json_path = write_history_json(history, out_dir)
     html_path = write_history_html(history, out_dir)

@@ -8,7 +8,6 @@ import click
 
 from ..errors import InputError
 from ..i18n import _
-from ..report.console import format_console_summary
 from ..run.orchestrate import DEFAULT_API_KEY_ENV, RunOptions, run_load_test
 from .common import catalog_option, lang_option, price_options, prices_from_options, resolve_model
 
@@ -148,6 +147,7 @@ def run_command(
         extra_locust_args=locust_args,
     )
     outcome = run_load_test(options, echo=click.echo)
+    from ..report.console import format_console_summary
 
     click.echo("")
     click.echo(format_console_summary(outcome.summary))
