@@ -158,10 +158,15 @@ class AttemptMeasurement:
     # -- transport callbacks
 
     def mark_sent(self) -> None:
-        """Note the send time: call right before the request bytes go out."""
+        """Note the send time: call right before the request bytes go out.
+
+        A transport may call it again from its HTTP library's pre-send hook, which runs after the
+        SDK built the request; the later, more exact time then replaces the first.
+        """
+        previous = self.sent_perf
         self.started_at = time.time()
         self.sent_perf = time.perf_counter()
-        if self.first_send_perf is None:
+        if self.first_send_perf is None or self.first_send_perf == previous:
             self.first_send_perf = self.sent_perf
 
     def on_response(self, status_code: int, headers: Mapping[str, str]) -> None:

@@ -49,6 +49,12 @@ logger = logging.getLogger(__name__)
 PLACEHOLDER_API_KEY = "no-key"
 
 
+class _CurrentAttempt(threading.local):
+    """The attempt being sent by this thread (by this greenlet under gevent), for the pre-send hooks."""
+
+    measurement: AttemptMeasurement | None = None
+
+
 class _Deadline(Exception):
     """The attempt's request_timeout_s elapsed."""
 
@@ -89,10 +95,13 @@ class OpenAISDKTransport:
         import openai
 
         self._openai = openai
+        self._current = _CurrentAttempt()
         pool = max(1, config.connection_pool_size)
         self._http = httpx2.Client(
             limits=httpx2.Limits(max_connections=pool, max_keepalive_connections=pool),
             timeout=httpx2.Timeout(config.request_timeout_s),
+            # The request hook runs after the SDK built the request, right before connect and send.
+            event_hooks={"request": [self._on_send]},
         )
         self._client = openai.OpenAI(
             base_url=config.base_url,
@@ -101,6 +110,10 @@ class OpenAISDKTransport:
             timeout=config.request_timeout_s,
             http_client=self._http,
         )
+
+    def _on_send(self, request: Any) -> None:
+        if self._current.measurement is not None:
+            self._current.measurement.mark_sent()
 
     def close(self) -> None:
         """Close pooled connections."""
@@ -121,6 +134,7 @@ class OpenAISDKTransport:
         deadline_perf = time.perf_counter() + timeout_s
 
         measurement.mark_sent()
+        self._current.measurement = measurement
         try:
             with _deadline(timeout_s):
                 stream = self._client.chat.completions.create(stream=True, extra_body=body or None, **known)
@@ -151,6 +165,8 @@ class OpenAISDKTransport:
             # Raised for an in-band {"error": …} event of a 200 stream.
             measurement.on_updates([StreamUpdate(error=_openai_error(exc.body, exc.message))], time.perf_counter())
             measurement.mark_stream_end()
+        finally:
+            self._current.measurement = None
 
 
 def _openai_error(body: object, fallback_message: str) -> StreamError:
@@ -168,17 +184,29 @@ class _ResponseInfo(threading.local):
     headers: dict[str, str] | None = None
 
 
+def _timed_adapter(pool_size: int, current: _CurrentAttempt) -> Any:
+    """Return a requests adapter that marks the send time of the current attempt before each send."""
+    from requests.adapters import HTTPAdapter
+
+    class TimedAdapter(HTTPAdapter):
+        def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+            if current.measurement is not None:
+                current.measurement.mark_sent()
+            return super().send(request, *args, **kwargs)
+
+    return TimedAdapter(pool_connections=1, pool_maxsize=pool_size)
+
+
 class DashScopeSDKTransport:
     """Streams with ``dashscope.Generation.call`` / ``MultiModalConversation.call`` (stream=True)."""
 
     def __init__(self, config: ClientConfig) -> None:
         import requests
-        from requests.adapters import HTTPAdapter
 
         self._config = config
+        self._current = _CurrentAttempt()
         self._session = requests.Session()
-        pool = max(1, config.connection_pool_size)
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool)
+        adapter = _timed_adapter(max(1, config.connection_pool_size), self._current)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         # A response hook sees the real HTTP status and headers, which the SDK's stream does not expose.
@@ -221,6 +249,7 @@ class DashScopeSDKTransport:
         self._info.headers = None
 
         measurement.mark_sent()
+        self._current.measurement = measurement
         try:
             with _deadline(timeout_s):
                 for response in call(**kwargs):
@@ -240,6 +269,8 @@ class DashScopeSDKTransport:
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
             self._take_response_info(measurement)
             _fail_connection(measurement, exc)
+        finally:
+            self._current.measurement = None
 
     def _take_response_info(self, measurement: AttemptMeasurement) -> None:
         if self._info.status_code is not None and measurement.status_code is None:
