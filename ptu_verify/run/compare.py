@@ -497,15 +497,20 @@ def _t_quantile(probability: float, df: float) -> float:
 
 def _check_comparable(baseline: RunSide, current: RunSide) -> list[str]:
     """Raise InputError when the runs ran different workloads or plans; return notes on lesser differences."""
-    for field_name, label in (("workload", _("workload")), ("plan", _("plan"))):
-        base_value, current_value = getattr(baseline, field_name), getattr(current, field_name)
-        if base_value != current_value:
-            raise InputError(
-                _(
-                    "The runs used different {what}s: {base_value} in {base_dir}, {current_value} in {current_dir}. "
-                    "compare needs two runs of the same workload and plan; rerun one with --workload/--plan matching the other."
-                ).format(what=label, base_value=base_value, base_dir=baseline.run_dir, current_value=current_value, current_dir=current.run_dir)
-            )
+    if baseline.workload != current.workload:
+        raise InputError(
+            _(
+                "The runs used different workloads: {base_value} in {base_dir}, {current_value} in {current_dir}. "
+                "compare needs two runs of the same workload and plan; rerun one with the other's --workload."
+            ).format(base_value=baseline.workload, base_dir=baseline.run_dir, current_value=current.workload, current_dir=current.run_dir)
+        )
+    if baseline.plan != current.plan:
+        raise InputError(
+            _(
+                "The runs used different plans: {base_value} in {base_dir}, {current_value} in {current_dir}. "
+                "compare needs two runs of the same workload and plan; rerun one with the other's --plan."
+            ).format(base_value=baseline.plan, base_dir=baseline.run_dir, current_value=current.plan, current_dir=current.run_dir)
+        )
 
     notes = []
     if (baseline.model, baseline.ptu) != (current.model, current.ptu):
