@@ -1,13 +1,35 @@
-"""Workloads: profiles that generate RequestSpecs, dataset replay and trace input."""
+"""Workloads: profiles that generate RequestSpecs, dataset replay and trace input.
+
+``load_workload`` accepts a built-in profile name (see ``builtin_profile_names()``), a path
+to a ``.yaml`` profile, a ``.jsonl`` dataset (``dataset:PATH``; ``dataset-shuffled:PATH``
+replays it shuffled) or a trace (``trace:PATH``, Bailian JSONL or Azure CSV).
+"""
 
 from __future__ import annotations
 
-import random
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
+from ..errors import InputError
+from ..i18n import _
 from ..requests import RequestSpec
+from .dataset import DatasetWorkload
+from .generator import ProfileWorkload
+from .profile import DatasetProfile, builtin_profile_names, load_profile
+from .stats import WorkloadStats, measure_workload
+from .traces import TraceWorkload, load_trace
 
-__all__ = ["Workload", "load_workload"]
+__all__ = [
+    "DatasetWorkload",
+    "ProfileWorkload",
+    "TraceWorkload",
+    "Workload",
+    "WorkloadStats",
+    "builtin_profile_names",
+    "load_trace",
+    "load_workload",
+    "measure_workload",
+]
 
 
 class Workload(Protocol):
@@ -23,31 +45,40 @@ class Workload(Protocol):
         """Return the mean input + output tokens one request is expected to use."""
         ...
 
-
-class _SmokeWorkload:
-    """A tiny built-in workload: short English prompts, max_tokens 64."""
-
-    def __init__(self, seed: int | None) -> None:
-        self.name = "smoke"
-        self._random = random.Random(seed)
-
-    def next_request(self) -> RequestSpec:
-        topic = self._random.choice(["rate limits", "token buckets", "load testing", "stream parsing"])
-        return RequestSpec(
-            messages=[{"role": "user", "content": f"Explain {topic} in two sentences."}],
-            max_tokens=64,
-            workload=self.name,
-            variant=self.name,
-        )
-
-    def expected_tokens_per_request(self) -> float:
-        return 15 + 64
+    def describe(self, sample: int = 1000) -> Any:
+        """Return WorkloadStats measured by tokenizing ``sample`` generated requests."""
+        ...
 
 
 def load_workload(name_or_path: str, *, seed: int | None = None) -> Workload:
-    """Load a built-in profile by name or a profile file by path."""
-    if name_or_path == "smoke":
-        return _SmokeWorkload(seed)
-    from ..errors import InputError
+    """Load a workload by built-in name, profile path, dataset path or ``trace:PATH``; InputError if unknown."""
+    if name_or_path.startswith("trace:"):
+        path = Path(name_or_path[len("trace:") :])
+        return TraceWorkload(load_trace(path, seed=seed), name=path.stem)
+    for prefix, order in (("dataset:", "in-order"), ("dataset-shuffled:", "shuffled")):
+        if name_or_path.startswith(prefix):
+            return _dataset(Path(name_or_path[len(prefix) :]), order=order, seed=seed)
 
-    raise InputError(f"Unknown workload {name_or_path!r}. Built-in workloads: smoke.")
+    path = Path(name_or_path)
+    if path.suffix == ".csv":
+        return TraceWorkload(load_trace(path, format="azure", seed=seed), name=path.stem)
+    if path.suffix == ".jsonl":
+        if not path.is_file():
+            raise InputError(_("Workload file {file} does not exist. Check the path.").format(file=path))
+        with path.open(encoding="utf-8") as handle:
+            first = next((line for line in handle if line.strip()), "")
+        if "input_length" in first and "messages" not in first:
+            return TraceWorkload(load_trace(path, format="bailian", seed=seed), name=path.stem)
+        return _dataset(path, order="in-order", seed=seed)
+
+    profile = load_profile(name_or_path)
+    if isinstance(profile, DatasetProfile):
+        spec = profile.dataset
+        return DatasetWorkload(spec.path, order=spec.order, default_max_tokens=spec.max_tokens, seed=seed, name=profile.name)
+    return ProfileWorkload(profile, seed=seed)
+
+
+def _dataset(path: Path, *, order: str, seed: int | None) -> DatasetWorkload:
+    if not path.is_file():
+        raise InputError(_("Dataset file {file} does not exist. Check the path.").format(file=path))
+    return DatasetWorkload(path, order=order, seed=seed)
