@@ -268,8 +268,26 @@ def _load_json(data: str) -> Any:
         return None
 
 
-def _invalid_event(data: str, status: int | None) -> StreamUpdate:
-    return StreamUpdate(error=StreamError("invalid_event", "event data is not a JSON object: " + data[:80], status))
+def _is_error_frame(event: SSEEvent) -> bool:
+    """True for ``event:error`` frames and frames whose ``:HTTP_STATUS`` comment is an error status."""
+    status = event.http_status
+    return event.event == "error" or (status is not None and status >= 400)
+
+
+def _decode_event(event: SSEEvent) -> StreamUpdate | dict[str, Any] | None:
+    """Return the JSON object of an event, or the update for events that have none ([DONE], bad data)."""
+    if event.data is None:
+        if _is_error_frame(event):
+            return StreamUpdate(error=StreamError(None, "error event without data", event.http_status))
+        return None
+    data = event.data.strip()
+    if data == "[DONE]":
+        return StreamUpdate(done=True)
+    obj = _load_json(data)
+    if not isinstance(obj, dict):
+        message = "event data is not a JSON object: " + data[:80]
+        return StreamUpdate(error=StreamError("invalid_event", message, event.http_status))
+    return obj
 
 
 class OpenAIInterpreter:
@@ -277,20 +295,12 @@ class OpenAIInterpreter:
 
     def interpret_event(self, event: SSEEvent) -> StreamUpdate | None:
         """Interpret one SSE event; None for events without data (comments, keep-alives)."""
-        status = event.http_status
-        if event.data is None:
-            if event.event == "error" or (status is not None and status >= 400):
-                return StreamUpdate(error=StreamError(None, "error event without data", status))
-            return None
-        data = event.data.strip()
-        if data == "[DONE]":
-            return StreamUpdate(done=True)
-        obj = _load_json(data)
-        if not isinstance(obj, dict):
-            return _invalid_event(data, status)
-        update = self.interpret_chunk(obj, status=status)
-        if update.error is None and (event.event == "error" or (status is not None and status >= 400)):
-            update.error = StreamError(None, data[:200], status)
+        decoded = _decode_event(event)
+        if not isinstance(decoded, dict):
+            return decoded
+        update = self.interpret_chunk(decoded, status=event.http_status)
+        if update.error is None and _is_error_frame(event):
+            update.error = StreamError(None, (event.data or "")[:200], event.http_status)
         return update
 
     def interpret_chunk(self, obj: dict[str, Any], *, status: int | None = None) -> StreamUpdate:
@@ -346,17 +356,10 @@ class DashScopeInterpreter:
 
     def interpret_event(self, event: SSEEvent) -> StreamUpdate | None:
         """Interpret one SSE event; None for events without data (comments, keep-alives)."""
-        status = event.http_status
-        if event.data is None:
-            if event.event == "error" or (status is not None and status >= 400):
-                return StreamUpdate(error=StreamError(None, "error event without data", status))
-            return None
-        data = event.data.strip()
-        obj = _load_json(data)
-        if not isinstance(obj, dict):
-            return _invalid_event(data, status)
-        is_error = event.event == "error" or (status is not None and status >= 400)
-        return self.interpret_chunk(obj, status=status, is_error=is_error)
+        decoded = _decode_event(event)
+        if not isinstance(decoded, dict):
+            return decoded
+        return self.interpret_chunk(decoded, status=event.http_status, is_error=_is_error_frame(event))
 
     def interpret_chunk(self, obj: dict[str, Any], *, status: int | None = None, is_error: bool = False) -> StreamUpdate:
         """Interpret one event body ``{"output": …, "usage": …, "request_id": …}``."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import gevent
 import pytest
 from scripted_server import (
     DEFAULT_SPEC,
@@ -483,3 +484,33 @@ def test_large_event_bigger_than_one_read() -> None:
     assert record["outcome"] == "ok"
     assert record["chunks"] == 1
     assert record["output_tokens"] == 1000
+
+
+def test_unserializable_spec_is_client_error() -> None:
+    spec = RequestSpec(messages=[{"role": "user", "content": "x"}], max_tokens=8, extra_params={"bad": {1, 2}})
+    [record], server = send_requests(lambda request, index: normal_stream("r"), spec=spec)
+    assert record["outcome"] == "client_error"
+    assert record["error_code"] == "TypeError"
+    assert server.requests == []
+
+
+def test_fast_transport_concurrent_greenlets() -> None:
+    """Greenlets share one client; each stream is timed from its own send, none waits for another."""
+
+    def respond(request: ReceivedRequest, index: int) -> Script:
+        events = content_run(0.30, 0.05, ["a", "b", "c"])
+        events.append((0.45, compat_chunk({}, finish_reason="stop") + compat_usage(11, 3) + DONE))
+        return sse_script(events, request_id=f"req-{index}")
+
+    with ScriptedServer(respond) as server:
+        client = StreamClient(ClientConfig(api="openai", transport="fast", base_url=server.base + "/compatible-mode/v1", deployment_code="qwen-plus-test", connection_pool_size=8))
+        greenlets = [gevent.spawn(client.send, SPEC) for _ in range(8)]
+        gevent.joinall(greenlets, timeout=10, raise_error=True)
+        client.close()
+    records = [record for greenlet in greenlets for record in greenlet.value]
+    assert len(records) == 8
+    assert len({record["request_id"] for record in records}) == 8
+    for record in records:
+        assert record["outcome"] == "ok"
+        assert_time(record["ttft_s"], 0.30)
+        assert_time(record["e2e_s"], 0.45)
