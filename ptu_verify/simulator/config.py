@@ -35,8 +35,8 @@ ErrorStyle = Literal["http", "sse_event"]
 
 # Fault names accepted in ``faults`` (probability per request) and in ``fault_schedule``.
 FAULT_NAMES: tuple[str, ...] = (
-    "http_500",  # answer 500 InternalError instead of serving
-    "http_503",  # answer 503 ModelUnavailable instead of serving
+    "http_500",  # return 500 InternalError instead of serving
+    "http_503",  # return 503 ModelUnavailable instead of serving
     "stream_error",  # in-band event:error frame in the middle of a stream, then end the stream
     "reset",  # TCP reset (SO_LINGER 0) in the middle of a stream
     "stall",  # no bytes for stall_s seconds in the middle of a stream
@@ -212,7 +212,7 @@ class SimulatorConfig:
         return max(8, int(per_second / self.latency.speed_tps + 0.5))
 
     def model_names(self) -> tuple[str, ...]:
-        """Names the deployment answers to: its deployment code and its model version."""
+        """Return the model names the deployment accepts: its deployment code and its model version."""
         return (self.deployment_code, self.model_version)
 
     def public_dict(self) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """PTU admission control: token and request budgets per window, or token buckets.
 
 Budgets per window are the catalog figure × capacity_factor × window_s / 60. A request is
-throttled when its admission charge does not fit; the charge is its input tokens (admission
-``input_then_output``, output charged as it is generated) or input + max_tokens (admission
-``reserve_max_tokens``, corrected to the real output when the request ends).
+throttled when its admission charge does not fit. With admission ``input_then_output`` the charge
+is its input tokens, and output is charged as it is generated. With ``reserve_max_tokens`` it is
+input + max_tokens, corrected to the real output when the request ends.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ Meter = SlidingWindowMeter | TokenBucketMeter
 
 @dataclass
 class Admission:
-    """What an admitted request was charged, so output and corrections go to the right place."""
+    """The charges of an admitted request, kept so that output and corrections reach the right meters."""
 
     input_tokens: int
     reserved_output: int
@@ -166,7 +166,7 @@ class Limiter:
         now = self.clock()
 
         if self.burst_rps is not None:
-            # Burst protection sees every arrival, throttled or not.
+            # Burst protection counts every arrival, throttled or not.
             while self._arrivals and self._arrivals[0] <= now - 1.0:
                 self._arrivals.popleft()
             self._arrivals.append(now)

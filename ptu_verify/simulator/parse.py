@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 class RequestRejected(Exception):
-    """A request answered with an error before admission; ``kind`` is a key of protocol.ERRORS."""
+    """A request rejected with an error before admission. ``kind`` is a key of protocol.ERRORS."""
 
     def __init__(self, kind: str, message: str | None = None) -> None:
         super().__init__(message or kind)
@@ -32,7 +32,7 @@ class RequestRejected(Exception):
 
 @dataclass
 class ChatRequest:
-    """What the simulator needs from a chat request, in either API."""
+    """A chat request of either API, reduced to the fields the simulator uses."""
 
     model: str
     stream: bool

@@ -52,7 +52,7 @@ def shared_pool() -> TokenPool:
 
 @dataclass
 class Plan:
-    """How one admitted request will be generated."""
+    """Generation plan of one admitted request: length, timing, text offsets and faults."""
 
     output_tokens: int
     reasoning_tokens: int
@@ -168,7 +168,7 @@ async def _error_response(
     kind: str,
     message: str | None = None,
 ) -> web.StreamResponse:
-    """Answer with an error in the API's shape; streams get an event:error frame when error_style is sse_event."""
+    """Return an error in the API's shape. Streams get an event:error frame when error_style is sse_event."""
     spec = ERRORS[kind]
     request_id = entry["request_id"]
     entry["status"] = spec.status
@@ -454,7 +454,7 @@ async def _stream(
 
 
 def _chunk_bounds(reasoning_total: int, total: int, per_chunk: int) -> list[tuple[int, int]]:
-    """Return [start, end) token ranges of the chunks; reasoning and answer never share a chunk."""
+    """Return [start, end) token ranges of the chunks. Reasoning and content never share a chunk."""
     bounds: list[tuple[int, int]] = []
     for begin, end in ((0, reasoning_total), (reasoning_total, total)):
         position = begin

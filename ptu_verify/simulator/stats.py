@@ -9,7 +9,7 @@ from typing import Any, TypedDict
 __all__ = ["RequestEntry", "SimOutcome", "Stats"]
 
 # ok: served to the end (faults such as stalls or malformed chunks do not change this);
-# throttled: answered 429; http_error: another error status before any stream;
+# throttled: returned 429; http_error: another error status before any stream;
 # stream_error: an in-band error event ended the stream; connection_reset: the server reset the
 # connection mid-stream; client_disconnect: the client went away before the end.
 SimOutcome = str

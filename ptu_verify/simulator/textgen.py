@@ -1,8 +1,8 @@
 """Seeded output text with exact token accounting.
 
-The text is built from pieces that are each exactly one Qwen token and each one pre-tokenizer
-unit (a word with its leading space, a comma, a full stop, a paragraph break), so the token
-count of any run of pieces is the number of pieces. The pool is built once; a response takes a
+The text is built from pieces that are each exactly one Qwen token and one pre-tokenizer unit:
+a word with its leading space, a comma, a full stop or a paragraph break. So the token count of
+any run of pieces is the number of pieces. The pool is built once; a response takes a
 run of pieces from a random sentence start, so generation does no tokenizer calls.
 """
 

@@ -195,3 +195,39 @@ def test_one_and_a_half_times_capacity_throttles_a_third() -> None:
     assert totals["ok"] == statuses.count(200)
     assert totals["output_tokens"] == 20 * statuses.count(200)
     assert sum(row["throttled"] for row in stats["series"]) == throttled
+
+
+def test_token_bucket_throttles_after_burst() -> None:
+    # Bucket: 200,000 TPM × 0.0003 = 60 tokens/min = 1 token/s, holding 100 s = 100 tokens.
+    config = make_config(limiter="token_bucket", burst_s=100.0, capacity_factor=0.0003, enforce_qpm=False, natural_length_fixed=40)
+    with start_simulator(config) as sim, httpx.Client(base_url=sim.base_url) as http:
+        statuses = [http.post(COMPAT_PATH, json=compat_body(40)).status_code for _ in range(4)]
+        state = sim.stats()["limiter_state"]
+
+    # Each request costs 8 + 40 tokens: two fit the full bucket, the third finds it empty.
+    assert statuses[:2] == [200, 200]
+    assert statuses[2:] == [429, 429]
+    assert state["total_size"] == pytest.approx(100.0)
+
+
+def test_reserve_admission_throttles_on_max_tokens() -> None:
+    # Budget: 200,000 TPM × 0.005 = 1,000 tokens per window; the reservation is 8 + 600 tokens.
+    config = make_config(admission="reserve_max_tokens", capacity_factor=0.005, enforce_qpm=False, natural_length_fixed=10)
+    with start_simulator(config) as sim, httpx.Client(base_url=sim.base_url) as http:
+        reserved = [http.post(COMPAT_PATH, json=compat_body(600)).status_code for _ in range(3)]
+        small = http.post(COMPAT_PATH, json=compat_body(10)).status_code
+
+    # After each request ends its reservation shrinks to 8 + 10 tokens, so later ones fit again.
+    assert reserved == [200, 200, 200]
+    assert small == 200
+
+
+def test_reserve_admission_blocks_concurrent_reservations() -> None:
+    clock = FakeClock()
+    limiter = Limiter(make_config(admission="reserve_max_tokens", capacity_factor=0.005, window_s=60.0, enforce_qpm=False), clock)
+
+    first = limiter.admit(8, 600)
+    second = limiter.admit(8, 600)
+
+    assert isinstance(first, Admission)
+    assert second == "token"
