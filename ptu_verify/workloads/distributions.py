@@ -24,7 +24,7 @@ DISTRIBUTION_KINDS = ("fixed", "uniform", "normal", "lognormal", "empirical")
 class Distribution:
     """A distribution of whole numbers, clipped to [minimum, maximum].
 
-    ``kind`` is one of DISTRIBUTION_KINDS; ``params`` holds the kind's parameters as given.
+    ``kind`` is one of DISTRIBUTION_KINDS; ``params`` contains the kind's parameters.
     Empirical distributions sample ``values`` with ``weights``; a histogram bin is stored as
     its (low, high) range and sampled uniformly inside it.
     """

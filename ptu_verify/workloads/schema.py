@@ -16,7 +16,7 @@ __all__ = ["ProfileSource", "SchemaError", "jsonl_objects"]
 
 @dataclass(frozen=True)
 class ProfileSource:
-    """Where a profile came from: a file path or ``built-in profile NAME``."""
+    """The origin of a profile, shown in messages: a file path or ``built-in profile NAME (path)``."""
 
     label: str
 

@@ -87,10 +87,16 @@ class ProseFiller:
         for i in indices:
             _add_option(continued, self.sentence_counts[i], (i,))
             _add_option(start, self.start_counts[i], (i,))
-        for i in indices:
-            for j in indices:
-                _add_option(continued, self.sentence_counts[i] + self.sentence_counts[j], (i, j))
-                _add_option(start, self.start_counts[i] + self.sentence_counts[j], (i, j))
+
+        # Pairs of full sentences come first, so short bodies ("好", "Yes") end a fill only
+        # where nothing else fits. The order is shuffled with a fixed seed for variety.
+        greedy = set(self._greedy)
+        pairs = [(i, j) for i in indices for j in indices]
+        random.Random(len(pairs)).shuffle(pairs)
+        pairs.sort(key=lambda pair: not (pair[0] in greedy and pair[1] in greedy))
+        for i, j in pairs:
+            _add_option(continued, self.sentence_counts[i] + self.sentence_counts[j], (i, j))
+            _add_option(start, self.start_counts[i] + self.sentence_counts[j], (i, j))
         self._continued = continued
         self._start = start
         # Above this remainder the greedy loop keeps adding random sentences.
@@ -170,6 +176,8 @@ class CodeFiller:
             raise ValueError("the comment filler must join sentences with '. '")
         self.lines = list(lines)
         self.counts = [count_tokens(line) for line in self.lines]
+        # Excerpts start at an unindented line, as a pasted snippet usually does.
+        self._starts = [index for index, line in enumerate(self.lines) if not line[0].isspace()]
         self.comments = comments
         self._tiny = {1: "pass", 2: "pass\n"}
         for count, text in self._tiny.items():
@@ -182,7 +190,7 @@ class CodeFiller:
             raise ValueError(f"tokens must be >= 1, got {tokens}")
         parts: list[str] = []
         remainder = tokens
-        index = rng.randrange(len(self.lines))
+        index = rng.choice(self._starts)
         # Whole lines while a comment tail of at least _MIN_TAIL tokens still fits after them.
         while remainder - self.counts[index] >= _MIN_TAIL:
             parts.append(self.lines[index])

@@ -178,7 +178,7 @@ def load_trace(
     """Read a trace and return its requests sorted by ``trace_offset_s``.
 
     ``format`` is ``auto`` (from the first line), ``bailian`` or ``azure``. Prompts are Chinese
-    for Bailian traces and English for Azure traces unless ``language`` says otherwise.
+    for Bailian traces and English for Azure traces unless ``language`` sets one.
     ``limit`` keeps the first N requests by arrival time, since every request holds its prompt
     text in memory (about 3 bytes per token).
     """
