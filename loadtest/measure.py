@@ -2,8 +2,8 @@
 
 Rules (docs/measurement.md explains why):
 
-- The clock is ``time.perf_counter``; the transport reads it right before sending and right after each
-  read from the socket, before any parsing, and every event parsed from one read gets that read's time.
+- The clock is ``time.perf_counter``. The transport reads it right before sending and right after each
+  read from the socket, before any parsing. Every event parsed from one read gets that read's time.
 - TTFT is send → first event that carried a generated token (content, reasoning or a tool call);
   TTFA is send → first content token. Role-only, empty, usage-only and comment events never count.
 - Output tokens come from the server's usage (the last one seen, never a sum); without usage they are
@@ -161,7 +161,7 @@ class AttemptMeasurement:
         """Note the send time: call right before the request bytes go out.
 
         A transport may call it again from its HTTP library's pre-send hook, which runs after the
-        SDK built the request; the later, more exact time then replaces the first.
+        SDK built the request. The later, more exact time then replaces the first.
         """
         previous = self.sent_perf
         self.started_at = time.time()
@@ -318,7 +318,7 @@ class AttemptMeasurement:
         if usage is not None and usage.output_tokens is not None:
             return usage.output_tokens, usage.input_tokens, False
         if self.chunks == 0:
-            # Nothing generated: 0 is exact. Input is unknown unless the server said so.
+            # Nothing generated, so 0 is exact. Input is unknown unless the usage reported it.
             return 0, usage.input_tokens if usage else None, False
         output = count_tokens("".join(self.text_parts))
         input_tokens = usage.input_tokens if usage and usage.input_tokens is not None else self._estimate_input()

@@ -73,7 +73,7 @@ class StreamError:
 
 @dataclass
 class StreamUpdate:
-    """What one event added. ``content``/``reasoning``/``tool_text`` hold only the new text."""
+    """The change one event brings. ``content``, ``reasoning`` and ``tool_text`` contain only the new text."""
 
     content: str = ""
     reasoning: str = ""
@@ -224,7 +224,7 @@ def _text(value: Any) -> str:
 
 
 def _tool_text(tool_calls: Any) -> tuple[bool, str]:
-    """Return whether ``tool_calls`` holds any fragment, and its name and argument text."""
+    """Return whether ``tool_calls`` contains any fragment, and its name and argument text."""
     if not isinstance(tool_calls, list) or not tool_calls:
         return False, ""
     pieces: list[str] = []
@@ -345,7 +345,7 @@ def _compat_usage(usage: dict[str, Any]) -> Usage:
 class DashScopeInterpreter:
     """Interpret DashScope native stream events.
 
-    With ``incremental_output=False`` every event holds the whole text so far, so the new text is
+    With ``incremental_output=False`` every event contains the whole text so far, so the new text is
     the difference to the previous event. Usage is running: each event's usage replaces the last.
     """
 

@@ -5,8 +5,8 @@ parsing, microseconds later than the fast transport) and chunks go through the s
 the fast transport. What the SDKs hide from us:
 
 - openai swallows ``[DONE]``, so a compat stream counts as complete when it has a finish_reason.
-- openai drops SSE comments and dashscope ignores ``:HTTP_STATUS/<code>``: an in-stream error frame is
-  classified by its error code only; dashscope 2.0.2 reports such frames as status 400.
+- openai drops SSE comments and dashscope ignores ``:HTTP_STATUS/<code>``, so an in-stream error frame
+  is classified by its error code only. dashscope 2.0.2 reports such frames as status 400.
 - dashscope 2.0.2 resends a request once when a pooled connection fails before any response byte
   arrived (``_send_with_retry``). That resend is invisible here; the openai client runs with
   ``max_retries=0``.
@@ -209,7 +209,7 @@ class DashScopeSDKTransport:
         adapter = _timed_adapter(max(1, config.connection_pool_size), self._current)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
-        # A response hook sees the real HTTP status and headers, which the SDK's stream does not expose.
+        # A response hook records the real HTTP status and headers, which the SDK's stream does not expose.
         self._info = _ResponseInfo()
         self._session.hooks["response"].append(self._on_response)
 

@@ -1,7 +1,7 @@
 """Incremental Server-Sent Events parser: bytes in, events out.
 
-Follows the WHATWG event-stream rules: lines end with CRLF, LF or CR; a blank line ends an event;
-``field:value`` and ``field: value`` are the same field; a line starting with ``:`` is a comment.
+Follows the WHATWG event-stream rules. Lines end with CRLF, LF or CR, and a blank line ends an event.
+``field:value`` and ``field: value`` are the same field, and a line starting with ``:`` is a comment.
 Unlike a browser, the parser keeps comments, because DashScope sends the real HTTP status of an
 in-stream error as the comment ``:HTTP_STATUS/429``.
 
@@ -42,8 +42,8 @@ class SSEParser:
     """Turn chunks of an event stream into events as soon as each event's closing blank line arrives.
 
     ``feed`` returns the events completed by that chunk; bytes of an unfinished event stay buffered.
-    An event still unfinished when the stream ends is discarded, as the SSE standard requires:
-    ``has_pending`` tells the caller that the stream was cut inside an event.
+    An event still unfinished when the stream ends is discarded, as the SSE standard requires.
+    ``has_pending`` is True when the stream was cut inside an event.
     """
 
     def __init__(self) -> None:

@@ -36,8 +36,8 @@ __all__ = ["DRAIN_TIMEOUT_S", "READ_BLOCK_BYTES", "FastTransport", "Transport"]
 logger = logging.getLogger(__name__)
 
 READ_BLOCK_BYTES = 64 * 1024
-# After [DONE] the rest of the body (the last chunk marker) is read for at most this long so the
-# connection can go back to the pool; it does not count in the attempt's time.
+# After [DONE] the rest of the body (the last chunk marker) is read for at most this long, so the
+# connection can go back to the pool. This time does not count in the attempt's e2e_s.
 DRAIN_TIMEOUT_S = 1.0
 # Cap on the bytes kept from an error response body.
 ERROR_BODY_MAX_BYTES = 64 * 1024
@@ -53,7 +53,7 @@ class Transport(Protocol):
         interpreter: OpenAIInterpreter | DashScopeInterpreter,
         timeout_s: float,
     ) -> None:
-        """Run one attempt. Never raises for server or network faults: they end up in ``measurement``."""
+        """Run one attempt. Server and network faults are recorded in ``measurement``, not raised."""
 
     def close(self) -> None:
         """Close pooled connections."""
@@ -243,7 +243,7 @@ class FastTransport:
         if update is not None:
             measurement.on_updates([update], read_at)
         if measurement.finish_reason is not None:
-            measurement.saw_done = True  # a complete non-streaming answer has no [DONE] to wait for
+            measurement.saw_done = True  # a complete non-streaming response has no [DONE] to wait for
         measurement.mark_stream_end(read_at)
 
 

@@ -1,7 +1,7 @@
 """A raw-socket HTTP server on 127.0.0.1 that replays scripted writes with exact bytes and timing.
 
 Each connection reads one request, then performs the script's writes: ``(t_s, bytes)`` means "write
-these bytes t_s seconds after the request was received". Every response says ``Connection: close``
+these bytes t_s seconds after the request was received". Every scripted response sends ``Connection: close``
 and the server closes the socket after the last write, so clients never reuse a scripted connection.
 The helpers build common scripts (SSE over chunked or close-delimited bodies); tests may also pass
 raw bytes to check framing.

@@ -161,7 +161,8 @@ def test_c4_several_tokens_per_event() -> None:
     assert record["chunks"] == 32
     assert record["gen_speed_tps"] == pytest.approx(127 / 2.48, rel=0.03)
     assert record["chunk_gap_mean_s"] == pytest.approx(0.08, abs=0.005)
-    assert "itl_s" not in record and "tpot_s" not in record
+    assert "itl_s" not in record
+    assert "tpot_s" not in record
 
 
 # ---------------------------------------------------------------- SSE framing
@@ -320,7 +321,7 @@ def test_c10_throttling_frame_in_compat_stream(transport: str) -> None:
     [record], _ = send_requests(respond, transport=transport)
     assert record["outcome"] == "throttled"
     assert record["error_code"] == "Throttling.AllocationQuota"
-    # The openai SDK drops SSE comments, so only the fast transport sees the :HTTP_STATUS line.
+    # The openai SDK drops SSE comments, so only the fast transport reads the :HTTP_STATUS line.
     assert record["status_code"] == (429 if transport == "fast" else 200)
 
 
@@ -457,8 +458,10 @@ def test_record_has_every_field(transport: str) -> None:
     [record], _ = send_requests(lambda request, index: normal_stream("req-full"), transport=transport)
     assert set(RequestRecord.__required_keys__) <= set(record)
     assert record["request_id"] == "req-full"
-    assert record["run_id"] == "run-1" and record["worker_id"] == "w1"
-    assert record["transport"] == transport and record["api"] == "openai"
+    assert record["run_id"] == "run-1"
+    assert record["worker_id"] == "w1"
+    assert record["transport"] == transport
+    assert record["api"] == "openai"
     assert record["max_tokens"] == 256
     assert record["stage"] == "s1"
 

@@ -29,7 +29,7 @@ def assert_time(value: float | None, expected: float) -> None:
 
 
 def running_usage_stream(request: ReceivedRequest, index: int) -> Script:
-    """Ten events of one token each; every event carries the running usage, the last says 10."""
+    """Return ten events of one token each. Every event carries the running usage, the last one 10 tokens."""
     events = [(0.20 + 0.02 * i, native_event(i + 1, content="字", output_tokens=i + 1)) for i in range(9)]
     events.append((0.40, native_event(10, content="。", output_tokens=10, finish_reason="stop")))
     return sse_script(events, request_id="native-req-1")
@@ -63,7 +63,7 @@ def test_cumulative_output_counts_new_text(transport: str) -> None:
     pieces = ["代码", "改变", "世界"]
 
     def respond(request: ReceivedRequest, index: int) -> Script:
-        # Answer in the mode the client asked for; the dashscope SDK asks for increments and merges them itself.
+        # Reply in the mode the client requested. The dashscope SDK requests increments and merges them itself.
         incremental = request.json()["parameters"]["incremental_output"]
         texts = pieces if incremental else ["".join(pieces[: i + 1]) for i in range(len(pieces))]
         events = [(0.10 + 0.02 * i, native_event(i + 1, content=text, output_tokens=i + 1)) for i, text in enumerate(texts)]

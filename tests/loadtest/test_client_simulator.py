@@ -36,8 +36,8 @@ def test_records_match_simulator_stats(sim: Any, api: str, transport: str) -> No
     client = StreamClient(ClientConfig(api=api, transport=transport, base_url=base_url, deployment_code="qwen-plus-test", request_timeout_s=30.0))  # type: ignore[arg-type]
     records: list[RequestRecord] = []
     try:
-        # The first request also opens the connection (and runs gevent's first DNS lookup), which the
-        # client's TTFT includes and the server's cannot see; its tokens are checked, its TTFT is not.
+        # The first request also opens the connection and runs gevent's first DNS lookup. The client's
+        # TTFT includes that and the server's cannot, so only the first request's tokens are checked.
         [warmup] = client.send(SPECS[0])
         for spec in SPECS[:REQUESTS_PER_COMBINATION]:
             records.extend(client.send(spec))
