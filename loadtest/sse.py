@@ -70,8 +70,9 @@ class SSEParser:
         events: list[SSEEvent] = []
         start = 0
         buffer = self._buffer
+        has_cr = b"\r" in buffer  # most streams use LF only; then one find per line is enough
         while True:
-            end = _line_end(buffer, start)
+            end = _line_end(buffer, start) if has_cr else buffer.find(b"\n", start)
             if end < 0:
                 break
             line = bytes(buffer[start:end])

@@ -68,7 +68,7 @@ def _read_available(response: HTTPSocketPoolResponse) -> tuple[bytes, float, boo
 
     ``response.read(n)`` waits until n bytes arrived, which would hold back events; this reads what
     one ``recv`` returns instead. It uses the response's buffer and socket, which geventhttpclient
-    2.x keeps in ``_body_buffer`` and ``_sock``; tests/loadtest/test_client_fast.py fails if that changes.
+    2.x keeps in ``_body_buffer`` and ``_sock``; tests/loadtest/test_client_compat.py fails if that changes.
     """
     buffer = response._body_buffer
     while True:

@@ -517,3 +517,26 @@ def test_fast_transport_concurrent_greenlets() -> None:
         assert record["outcome"] == "ok"
         assert_time(record["ttft_s"], 0.30)
         assert_time(record["e2e_s"], 0.45)
+
+
+def test_json_error_in_200_response() -> None:
+    def respond(request: ReceivedRequest, index: int) -> Script:
+        return json_script(200, {"error": {"message": "overloaded", "type": "server_error", "code": "server_error"}})
+
+    [record], _ = send_requests(respond)
+    assert record["outcome"] == "stream_error"
+    assert record["error_code"] == "server_error"
+
+
+def test_non_streaming_completion_in_200_response() -> None:
+    def respond(request: ReceivedRequest, index: int) -> Script:
+        body = {
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13},
+        }
+        return json_script(200, body)
+
+    [record], _ = send_requests(respond)
+    assert record["outcome"] == "ok"
+    assert record["output_tokens"] == 2
+    assert record["chunks"] == 1
