@@ -29,7 +29,7 @@ __all__ = ["TRACE_FORMATS", "TraceRow", "TraceWorkload", "detect_trace_format", 
 logger = logging.getLogger(__name__)
 
 TRACE_FORMATS = ("auto", "bailian", "azure")
-# The Bailian trace hashes prompts in blocks of this many tokens (its file name says blksz_16).
+# Tokens per hash_ids block in the Bailian trace (README of the dataset, and blksz_16 in its file names).
 BAILIAN_BLOCK_TOKENS = 16
 # One user message: content + per_message, + the reply primer.
 _ONE_MESSAGE_OVERHEAD = DEFAULT_TEMPLATE.per_message + DEFAULT_TEMPLATE.reply_primer
@@ -67,7 +67,8 @@ def detect_trace_format(path: Path) -> str:
 
 
 def _bailian_rows(path: Path) -> Iterator[TraceRow]:
-    # NOTE: the published trace's timestamps are read as seconds; its documentation was not available here to confirm the unit.
+    # The dataset's README (alibaba-edu/qwen-bailian-usagetraces-anon) gives timestamps in seconds from the
+    # start of the file and hash_ids as salted hashes of 16-token blocks.
     with path.open(encoding="utf-8") as handle:
         for where, record in jsonl_objects(path, handle):
             time_s = _number(record.get("timestamp"), where, "timestamp")
@@ -180,7 +181,7 @@ def load_trace(
     ``format`` is ``auto`` (from the first line), ``bailian`` or ``azure``. Prompts are Chinese
     for Bailian traces and English for Azure traces unless ``language`` sets one.
     ``limit`` keeps the first N requests by arrival time, since every request holds its prompt
-    text in memory (about 3 bytes per token).
+    text in memory (about 3.5 bytes per token in Chinese, 5 in English).
     """
     path = Path(path)
     if format not in TRACE_FORMATS:
