@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 LimiterKind = Literal["sliding_window", "token_bucket"]
 AdmissionKind = Literal["input_then_output", "reserve_max_tokens"]
 ErrorStyle = Literal["http", "sse_event"]
+CompatStreamError = Literal["event", "data"]
 
 # Fault names accepted in ``faults`` (probability per request) and in ``fault_schedule``.
 FAULT_NAMES: tuple[str, ...] = (
@@ -39,11 +40,12 @@ FAULT_NAMES: tuple[str, ...] = (
     "http_503",  # return 503 ModelUnavailable instead of serving
     "stream_error",  # in-band event:error frame in the middle of a stream, then end the stream
     "reset",  # TCP reset (SO_LINGER 0) in the middle of a stream
+    "truncate",  # clean close (FIN) in the middle of a stream, with no finish event
     "stall",  # no bytes for stall_s seconds in the middle of a stream
     "malformed",  # one extra event whose JSON is cut short, in the middle of a stream
     "keepalive",  # an SSE comment line before every write
     "coalesce",  # coalesce_events events per write
-    "split",  # every event written in two parts, split at a random byte
+    "split",  # every write sent in two parts, cut inside a multi-byte character when there is one
     "multi_token",  # multi_token_count tokens per chunk instead of tokens_per_chunk
     "role_gap",  # compat: the role-only chunk is sent alone, role_gap_s before the first token
 )
@@ -138,6 +140,7 @@ class SimulatorConfig:
 
     # Protocol.
     error_style: ErrorStyle = "http"
+    compat_stream_error: CompatStreamError = "event"
     max_body_bytes: int = 8 * 1024 * 1024
 
     # Faults.
@@ -274,6 +277,7 @@ class SimulatorConfig:
             "limiter": ("sliding_window", "token_bucket"),
             "admission": ("input_then_output", "reserve_max_tokens"),
             "error_style": ("http", "sse_event"),
+            "compat_stream_error": ("event", "data"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

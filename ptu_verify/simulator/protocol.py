@@ -77,9 +77,16 @@ def error_body(api: str, kind: str, request_id: str, message: str | None = None)
     return {"code": spec.native_code, "message": text, "request_id": request_id}
 
 
-def sse_error_frame(api: str, kind: str, request_id: str, event_id: int = 1, message: str | None = None) -> str:
-    """Return an ``event:error`` frame carrying the real status in a ``:HTTP_STATUS/<code>`` line."""
+def sse_error_frame(api: str, kind: str, request_id: str, event_id: int = 1, message: str | None = None, compat_shape: str = "event") -> str:
+    """Return an in-band error frame.
+
+    The ``event`` shape is an ``event:error`` frame carrying the real status in a ``:HTTP_STATUS/<code>``
+    line. With ``compat_shape="data"`` an openai stream gets ``data: {"error": {...}}`` instead, the
+    shape OpenAI-style servers use.
+    """
     spec = ERRORS[kind]
+    if api == "openai" and compat_shape == "data":
+        return f"data: {json.dumps(error_body(api, kind, request_id, message), ensure_ascii=False)}\n\n"
     body = {"request_id": request_id, "code": spec.native_code if api == "dashscope" else spec.compat_code, "message": message or spec.message}
     return f"id:{event_id}\nevent:error\n:HTTP_STATUS/{spec.status}\ndata:{json.dumps(body, ensure_ascii=False)}\n\n"
 

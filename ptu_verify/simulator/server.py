@@ -40,6 +40,7 @@ _SSE_HEADERS_NATIVE = {"Content-Type": "text/event-stream;charset=UTF-8", "Cache
 _SSE_HEADERS_COMPAT = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
 # A chunk due sooner than this is written with the current batch instead of sleeping for it.
 _MIN_SLEEP_S = 0.002
+_MID_STREAM_FAULTS = frozenset({"stream_error", "reset", "truncate", "stall", "malformed"})
 # Non-streaming responses charge generated output in steps of this length.
 _NON_STREAM_STEP_S = 0.5
 
@@ -183,7 +184,7 @@ async def _error_response(
         headers["x-request-id"] = request_id
         response = web.StreamResponse(status=200, headers=headers)
         await response.prepare(http_request)
-        await response.write(sse_error_frame(api, kind, request_id, 1, message).encode())
+        await response.write(sse_error_frame(api, kind, request_id, 1, message, state.config.compat_stream_error).encode())
         entry["finished_at"] = time.time()
         await response.write_eof()
         return response
@@ -215,7 +216,7 @@ async def _handle_chat(http_request: web.Request, api: str, multimodal_endpoint:
         return await _error_response(http_request, state, entry, api, "auth", message)
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: JSON nested thousands deep
         return await _error_response(http_request, state, entry, api, "bad_request", "The request body is not valid JSON.")
     if api == "openai" and isinstance(body, dict):
         entry["stream"] = bool(body.get("stream", False))
@@ -326,12 +327,20 @@ class _Writer:
         if self.keepalive:
             data = b": keep-alive\n\n" + data
         if self.split and len(data) > 1:
-            cut = self.rng.randrange(1, len(data))
+            cut = _split_point(data, self.rng)
             await self.response.write(data[:cut])
             await asyncio.sleep(0.005)
             await self.response.write(data[cut:])
             return
         await self.response.write(data)
+
+
+def _split_point(data: bytes, rng: random.Random) -> int:
+    """Return where to split a write: inside a multi-byte UTF-8 character when there is one, else anywhere."""
+    continuation = [index for index, byte in enumerate(data) if 0x80 <= byte < 0xC0]
+    if continuation:
+        return rng.choice(continuation)
+    return rng.randrange(1, len(data))
 
 
 def _reset_connection(http_request: web.Request) -> None:
@@ -410,12 +419,15 @@ async def _stream(
                     pending_tokens = 0
                 await asyncio.sleep(delay_s)
 
-            if index == fault_at and plan.faults & {"stream_error", "reset", "stall", "malformed"}:
+            if index == fault_at and plan.faults & _MID_STREAM_FAULTS:
                 if pending:
                     await _flush(writer, pending, state, admission, entry, pending_tokens)
                     pending_tokens = 0
                 if "stream_error" in plan.faults:
-                    frame = native.error("internal") if native is not None else sse_error_frame("openai", "internal", request_id, index + 1)
+                    if native is not None:
+                        frame = native.error("internal")
+                    else:
+                        frame = sse_error_frame("openai", "internal", request_id, index + 1, compat_shape=config.compat_stream_error)
                     await writer.write(frame)
                     _finish_entry(entry, "stream_error", 500, ERRORS["internal"].native_code if native else ERRORS["internal"].compat_code)
                     await response.write_eof()
@@ -423,6 +435,10 @@ async def _stream(
                 if "reset" in plan.faults:
                     _finish_entry(entry, "connection_reset", 200, None)
                     _reset_connection(http_request)
+                    return response
+                if "truncate" in plan.faults and http_request.transport is not None:
+                    _finish_entry(entry, "truncated", 200, None)
+                    http_request.transport.close()
                     return response
                 if "stall" in plan.faults:
                     await asyncio.sleep(config.stall_s)

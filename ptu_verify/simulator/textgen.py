@@ -20,6 +20,8 @@ __all__ = ["TokenPool", "build_pool"]
 logger = logging.getLogger(__name__)
 
 _WORDS = ["the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "with", "was", "on", "be", "by", "this", "are", "from", "at", "or", "an", "have", "not", "but", "which", "one", "all", "their", "there", "been", "has", "more", "when", "will", "would", "can", "into", "other", "than", "its", "these", "some", "time", "only", "new", "also", "about", "two", "first", "may", "then", "such", "most", "many", "over", "any", "where", "after", "made", "those", "through", "each", "between", "same", "under", "while", "both", "well", "long", "three", "used", "because", "should", "during", "before", "state", "data", "model", "system", "value", "result", "process", "level", "number", "form", "order", "group", "point", "case", "part", "place", "work", "change", "power", "field", "use", "rate", "load", "test", "request", "token", "stream", "server", "client", "query", "answer", "measure", "capacity", "limit", "window", "minute", "second", "latency", "speed", "first", "output", "input", "deployment", "service", "cluster", "network", "memory", "cache", "queue", "budget", "report", "stage", "plan", "profile", "sample", "record", "error", "retry", "response", "throughput", "traffic", "peak", "average", "median", "steady", "growth", "demand", "supply", "price", "cost", "hour", "month", "team", "user", "design", "review", "check", "verify", "build", "run", "start", "stop", "keep", "scale", "reach", "hold", "show", "find", "give", "take", "make", "read", "write", "send", "receive", "open", "close", "follow", "lead", "move", "turn", "set", "carry", "help", "need", "want", "seem", "small", "large", "high", "low", "early", "late", "short", "full", "clear", "simple", "common", "local", "global", "stable", "careful", "quick", "slow", "good", "great", "real", "main", "final", "total", "single", "several", "certain", "general", "recent", "public", "we", "they", "you", "he", "she", "people", "day", "year", "way", "world", "life", "hand", "night", "water", "city", "room", "line", "word", "story", "question", "problem", "area", "fact", "idea", "example", "reason", "method", "theory", "market", "table", "figure", "paper", "study"]
+# Single-token words with multi-byte UTF-8, so streamed text also exercises split characters.
+_MULTIBYTE_WORDS = (" 数据", " 用户", " 请求")
 _TARGET_PIECES = 120_000
 
 
@@ -83,7 +85,12 @@ def build_pool(seed: int | None = 0, pieces: int = _TARGET_PIECES) -> TokenPool:
                 continue
             if position > 3 and rng.random() < 0.08 and texts[-1] != ",":
                 texts.append(",")
-            texts.append(" " + word)
+            elif position > 2 and rng.random() < 0.02:
+                texts.append(" —")  # always followed by a word: " —." would be one pre-token unit
+            if rng.random() < 0.03:
+                texts.append(rng.choice(_MULTIBYTE_WORDS))
+            else:
+                texts.append(" " + word)
             previous = word
         paragraph_start = rng.random() < 0.2
         texts.append(".\n\n" if paragraph_start else ".")

@@ -199,3 +199,44 @@ def test_fault_probability_share() -> None:
 
     assert set(statuses) == {200, 503}
     assert 30 <= statuses.count(503) <= 90
+
+
+def test_truncate_closes_without_finish() -> None:
+    with fault_sim("truncate") as sim:
+        with pytest.raises(httpx.TransportError):
+            httpx.post(sim.base_url + COMPAT_PATH, json=compat_body())
+        entry = sim.stats()["requests"][0]
+
+    assert entry["outcome"] == "truncated"
+    assert entry["finish_reason"] is None
+    assert 1 <= entry["output_tokens"] < 8
+
+
+def test_compat_data_shaped_stream_error() -> None:
+    with fault_sim("stream_error", compat_stream_error="data") as sim:
+        client = OpenAI(base_url=sim.openai_base_url, api_key="sk-test-fake", max_retries=0)
+        received: list[str] = []
+        with pytest.raises(openai.APIError) as caught:
+            for chunk in client.chat.completions.create(model="qwen-plus-test", messages=MESSAGES, max_tokens=8, stream=True):  # type: ignore[arg-type]
+                received.append(chunk.choices[0].delta.content or "")
+
+    assert "internal error" in caught.value.message
+    assert 1 <= len(received) < 9
+
+
+def test_split_cuts_multibyte_characters() -> None:
+    with fault_sim("split", speed_tps=2000.0, tokens_per_chunk=400) as sim:
+        reads = asyncio.run(read_timed(sim.base_url + COMPAT_PATH, {**compat_body(400), "stream_options": None}))
+
+    joined = b"".join(data for _at, data in reads)
+    assert any(_cuts_character(data) for _at, data in reads)
+    text = "".join(json.loads(line)["choices"][0]["delta"].get("content") or "" for line in data_lines(joined.decode()) if line != "[DONE]")
+    assert tokens.count_tokens(text) == 400
+
+
+def _cuts_character(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return True
+    return False
