@@ -169,9 +169,10 @@ class LeafBuilder:
         prefix_tokens, middle_tokens, suffix_tokens = self._task_counts_for(language)
         body_tokens = tokens - prefix_tokens - middle_tokens - suffix_tokens
         if task == "rag":
+            # The suffix is the question mark, so the question takes its tokens too.
             question_tokens = min(rng.randint(*_QUESTION_TOKENS), max(1, body_tokens // 4))
             document = filler.fill(rng, body_tokens - question_tokens, paragraph_every=4)
-            return prefix + document + middle + filler.fill(rng, question_tokens) + suffix
+            return prefix + document + middle + filler.question(rng, question_tokens + suffix_tokens)
         if task == "summarize":
             return prefix + filler.fill(rng, body_tokens, paragraph_every=4) + suffix
         return prefix + code_filler().fill(rng, body_tokens) + suffix
@@ -189,8 +190,9 @@ def _message_overhead(system_messages: int, turns: int) -> int:
 
 def _sentence_block(rng: random.Random, filler: ProseFiller, tokens: int, *, question: bool) -> str:
     """Return sentences of exactly ``tokens`` tokens (>= 2) ending with a full stop or question mark."""
-    ending = filler.connectors.question if question else filler.connectors.closing
-    return filler.fill(rng, tokens - 1) + ending
+    if question:
+        return filler.question(rng, tokens)
+    return filler.fill(rng, tokens - filler.closing_tokens) + filler.connectors.closing
 
 
 def _generated_system_prompt(name: str, language: str, tokens: int, style: str) -> _SystemPrompt:

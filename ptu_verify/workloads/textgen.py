@@ -62,12 +62,15 @@ class ProseFiller:
     ``connectors.closing`` (one token) or a suffix that starts with punctuation.
     """
 
-    def __init__(self, language: str, bodies: Sequence[str]) -> None:
+    def __init__(self, language: str, bodies: Sequence[str], questions: Sequence[str] = ()) -> None:
         self.language = language
         self.connectors = _CONNECTORS[language]
-        for body in bodies:
+        for body in [*bodies, *questions]:
             if not body or not _is_word_char(body[0]) or not _is_word_char(body[-1]):
                 raise ValueError(f"sentence body must start and end with a letter or digit: {body!r}")
+        self.questions = list(questions)
+        self.question_start_counts = [count_tokens(question) for question in self.questions]
+        self.question_sentence_counts = [count_tokens(self.connectors.sentence + question) for question in self.questions]
         self.bodies = list(bodies)
         self.start_counts = [count_tokens(body) for body in self.bodies]
         self.sentence_counts = [count_tokens(self.connectors.sentence + body) for body in self.bodies]
@@ -137,6 +140,27 @@ class ProseFiller:
         if remainder:
             parts.append(self._join(rng.choice(self._continued[remainder]), first=False))
         return "".join(parts)
+
+    def question(self, rng: random.Random, tokens: int) -> str:
+        """Return sentences of exactly ``tokens`` tokens (>= 2) that end with a question and a question mark.
+
+        The last sentence comes from the question pool when one fits; otherwise the text is
+        ordinary sentences followed by the question mark.
+        """
+        body = tokens - self.question_tokens
+        if body < 1:
+            raise ValueError(f"tokens must be >= {1 + self.question_tokens}, got {tokens}")
+        alone = [index for index, count in enumerate(self.question_start_counts) if count == body]
+        if alone and rng.random() < 0.5:
+            return self.questions[rng.choice(alone)] + self.connectors.question
+        for _ in range(_RANDOM_TRIES if self.questions else 0):
+            index = rng.randrange(len(self.questions))
+            remainder = body - self.question_sentence_counts[index]
+            if remainder >= 1:
+                return self.fill(rng, remainder) + self.connectors.sentence + self.questions[index] + self.connectors.question
+        if alone:
+            return self.questions[rng.choice(alone)] + self.connectors.question
+        return self.fill(rng, body) + self.connectors.question
 
     def _pick(self, rng: random.Random, counts: list[int], remainder: int) -> int:
         for _ in range(_RANDOM_TRIES):
@@ -208,7 +232,7 @@ def prose_filler(language: str) -> ProseFiller:
     """Return the shared prose filler for ``zh`` or ``en`` (built once per process, about 0.1 s)."""
     if language not in LANGUAGES:
         raise ValueError(f"language must be one of {LANGUAGES}, got {language!r}")
-    return ProseFiller(language, _read_lines(f"sentences_{language}.txt"))
+    return ProseFiller(language, _read_lines(f"sentences_{language}.txt"), _read_lines(f"questions_{language}.txt"))
 
 
 @functools.cache

@@ -48,3 +48,13 @@ def test_fill_deterministic_for_seed() -> None:
     filler = prose_filler("zh")
     assert filler.fill(random.Random(3), 500) == filler.fill(random.Random(3), 500)
     assert filler.fill(random.Random(3), 500) != filler.fill(random.Random(4), 500)
+
+
+@pytest.mark.parametrize("language", ["zh", "en"])
+def test_question_exact_and_ends_with_mark(language: str) -> None:
+    filler = prose_filler(language)
+    rng = random.Random(6)
+    for tokens in [2, 3, 4, 6, 9, 12, *[rng.randint(2, 400) for _ in range(80)]]:
+        text = filler.question(rng, tokens)
+        assert count_tokens(text) == tokens, (language, tokens)
+        assert text.endswith(filler.connectors.question)
