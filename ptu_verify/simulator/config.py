@@ -43,7 +43,7 @@ FAULT_NAMES: tuple[str, ...] = (
     "truncate",  # clean close (FIN) in the middle of a stream, with no finish event
     "stall",  # no bytes for stall_s seconds in the middle of a stream
     "malformed",  # one extra event whose JSON is cut short, in the middle of a stream
-    "keepalive",  # an SSE comment line before every write
+    "keepalive",  # an SSE comment before every write and every keepalive_interval_s while waiting
     "coalesce",  # coalesce_events events per write
     "split",  # every write sent in two parts, cut inside a multi-byte character when there is one
     "multi_token",  # multi_token_count tokens per chunk instead of tokens_per_chunk
@@ -147,6 +147,7 @@ class SimulatorConfig:
     faults: dict[str, float] = field(default_factory=dict)
     fault_schedule: list[FaultWindow] = field(default_factory=list)
     stall_s: float = 5.0
+    keepalive_interval_s: float = 0.5
     coalesce_events: int = 4
     multi_token_count: int = 4
     role_gap_s: float = 1.0
@@ -239,6 +240,7 @@ class SimulatorConfig:
             "tokens_per_chunk": self.tokens_per_chunk,
             "max_body_bytes": self.max_body_bytes,
             "coalesce_events": self.coalesce_events,
+            "keepalive_interval_s": self.keepalive_interval_s,
             "multi_token_count": self.multi_token_count,
             "default_image_width": self.default_image_width,
             "default_image_height": self.default_image_height,

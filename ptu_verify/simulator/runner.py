@@ -126,9 +126,9 @@ class RunningSimulator:
 
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(_STOP_TIMEOUT_S)
 
-    def stats(self) -> dict[str, Any]:
-        """Return the same document as GET /sim/stats."""
-        result: dict[str, Any] = self.call(self.state.stats_json)
+    def stats(self, include_requests: bool = True) -> dict[str, Any]:
+        """Return the same document as GET /sim/stats (``?requests=0`` when include_requests is False)."""
+        result: dict[str, Any] = self.call(lambda: self.state.stats_json(include_requests))
         return result
 
     def reset(self) -> None:

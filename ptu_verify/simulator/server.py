@@ -78,17 +78,17 @@ class SimulatorState:
         self.pool = shared_pool()
         self.prefix_cache = PrefixCache(config.cache_min_tokens)
         self.active_streams = 0
-        self.started_mono = time.monotonic()
+        self.started_mono = clock()
 
     def reset(self) -> None:
         """Forget statistics, limiter usage and cached prefixes."""
         self.limiter = Limiter(self.config, self.clock)
         self.stats.reset()
         self.prefix_cache = PrefixCache(self.config.cache_min_tokens)
-        self.started_mono = time.monotonic()
+        self.started_mono = self.clock()
 
-    def stats_json(self) -> dict[str, Any]:
-        """Return the /sim/stats document."""
+    def stats_json(self, include_requests: bool = True) -> dict[str, Any]:
+        """Return the /sim/stats document; without ``include_requests`` the per-request list is left out."""
         capacity = self.config.capacity
         extra = {
             "model": self.config.model_version,
@@ -107,13 +107,13 @@ class SimulatorState:
             "limiter_state": self.limiter.snapshot(),
             "active_streams": self.active_streams,
         }
-        return self.stats.as_json(extra)
+        return self.stats.as_json(extra, include_requests)
 
     def pick_faults(self) -> set[str]:
         """Draw the faults that apply to a request arriving now."""
         faults = {name for name, probability in self.config.faults.items() if probability > 0 and self.rng.random() < probability}
         if self.config.fault_schedule:
-            elapsed = time.monotonic() - self.started_mono
+            elapsed = self.clock() - self.started_mono
             for window in self.config.fault_schedule:
                 if window.start_s <= elapsed < window.end_s and self.rng.random() < window.probability:
                     faults.add(window.fault)
@@ -178,6 +178,7 @@ async def _error_response(
     entry["finished_at"] = time.time()
     if spec.status == 429:
         state.stats.record_throttle()
+    logger.debug("Request %s rejected with %d %s", request_id, spec.status, entry["error_code"])
 
     if entry["stream"] and state.config.error_style == "sse_event":
         headers = dict(_SSE_HEADERS_NATIVE if api == "dashscope" else _SSE_HEADERS_COMPAT)
@@ -211,6 +212,12 @@ async def _handle_chat(http_request: web.Request, api: str, multimodal_endpoint:
         return await _error_response(
             http_request, state, entry, api, "too_large", f"Request body is larger than {config.max_body_bytes} bytes."
         )
+    except ConnectionError:
+        # The client went away before its body arrived; nothing can be answered.
+        entry["outcome"] = "client_disconnect"
+        entry["finished_at"] = time.time()
+        logger.debug("Client disconnected while sending the body of request %s", request_id)
+        return web.Response(status=400)
     if not _check_auth(http_request, config):
         message = "Incorrect API key provided." if api == "openai" else None
         return await _error_response(http_request, state, entry, api, "auth", message)
@@ -316,11 +323,29 @@ async def _respond_whole(
 class _Writer:
     """Writes frames to one SSE response, applying the write-shape faults (keep-alive, split)."""
 
-    def __init__(self, response: web.StreamResponse, faults: set[str], rng: random.Random) -> None:
+    def __init__(self, response: web.StreamResponse, faults: set[str], rng: random.Random, keepalive_interval_s: float) -> None:
         self.response = response
         self.keepalive = "keepalive" in faults
+        self.keepalive_interval_s = keepalive_interval_s
         self.split = "split" in faults
         self.rng = rng
+
+    async def wait(self, delay_s: float) -> None:
+        """Sleep ``delay_s``; with the keepalive fault, send a comment every keepalive_interval_s meanwhile."""
+        if not self.keepalive:
+            if delay_s > 0:
+                await asyncio.sleep(delay_s)
+            return
+        end = time.perf_counter() + delay_s
+        while True:
+            remaining_s = end - time.perf_counter()
+            if remaining_s <= 0:
+                return
+            if remaining_s < self.keepalive_interval_s:
+                await asyncio.sleep(remaining_s)
+                return
+            await asyncio.sleep(self.keepalive_interval_s)
+            await self.response.write(b": keep-alive\n\n")
 
     async def write(self, text: str) -> None:
         data = text.encode()
@@ -382,7 +407,7 @@ async def _stream(
         if api == "dashscope"
         else None
     )
-    writer = _Writer(response, plan.faults, state.rng)
+    writer = _Writer(response, plan.faults, state.rng, config.keepalive_interval_s)
     pool = state.pool
     total = plan.output_tokens
     reasoning_total = plan.reasoning_tokens
@@ -398,7 +423,7 @@ async def _stream(
     pending: list[str] = []
     if compat is not None:
         if "role_gap" in plan.faults:
-            await asyncio.sleep(max(0.0, first_token_s - time.perf_counter()))
+            await writer.wait(first_token_s - time.perf_counter())
             first_token_s += config.role_gap_s
             await writer.write(compat.role())
         else:
@@ -417,7 +442,7 @@ async def _stream(
                 if pending_tokens and len(pending) >= coalesce:
                     await _flush(writer, pending, state, admission, entry, pending_tokens)
                     pending_tokens = 0
-                await asyncio.sleep(delay_s)
+                await writer.wait(delay_s)
 
             if index == fault_at and plan.faults & _MID_STREAM_FAULTS:
                 if pending:
@@ -441,7 +466,7 @@ async def _stream(
                     http_request.transport.close()
                     return response
                 if "stall" in plan.faults:
-                    await asyncio.sleep(config.stall_s)
+                    await writer.wait(config.stall_s)
                     first_token_s += config.stall_s
                 if "malformed" in plan.faults:
                     await writer.write(native.malformed() if native is not None else compat.malformed())  # type: ignore[union-attr]
@@ -524,7 +549,8 @@ async def _health(http_request: web.Request) -> web.Response:
 
 async def _stats(http_request: web.Request) -> web.Response:
     state = http_request.app[STATE_KEY]
-    return web.json_response(state.stats_json())
+    include_requests = http_request.query.get("requests", "1").lower() not in ("0", "false", "no")
+    return web.json_response(state.stats_json(include_requests))
 
 
 async def _reset(http_request: web.Request) -> web.Response:

@@ -120,13 +120,15 @@ class Stats:
         """Return one row per Unix second with admitted requests, input/output tokens and 429s."""
         return [{"second": second, **values} for second, values in sorted(self._series.items())]
 
-    def as_json(self, extra: dict[str, Any]) -> dict[str, Any]:
+    def as_json(self, extra: dict[str, Any], include_requests: bool = True) -> dict[str, Any]:
         """Return the /sim/stats document."""
-        return {
+        document = {
             "started_at": self.started_at,
             "now": time.time(),
             **extra,
             "totals": self.totals(),
             "series": self.series(),
-            "requests": self.entries,
         }
+        if include_requests:
+            document["requests"] = self.entries
+        return document

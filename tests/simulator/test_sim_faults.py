@@ -240,3 +240,12 @@ def _cuts_character(data: bytes) -> bool:
     except UnicodeDecodeError:
         return True
     return False
+
+
+def test_keepalive_comments_while_waiting() -> None:
+    with fault_sim("keepalive", ttft_base_s=0.35, keepalive_interval_s=0.1) as sim:
+        response = httpx.post(sim.base_url + COMPAT_PATH, json=compat_body(2))
+
+    before_first_data = response.text.split("data: ", 1)[0]
+    assert before_first_data.count(": keep-alive\n\n") >= 3
+    assert response.text.endswith("data: [DONE]\n\n")

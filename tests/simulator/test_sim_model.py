@@ -193,3 +193,13 @@ def test_config_file_unknown_key_names_file_and_key(tmp_path: Path) -> None:
 
     assert str(path) in caught.value.message
     assert "capacity_factr" in caught.value.message
+
+
+def test_stats_without_request_list(sim) -> None:  # type: ignore[no-untyped-def]
+    httpx.post(sim.openai_base_url + "/chat/completions", json={"model": "qwen-plus-test", "messages": MESSAGES, "max_tokens": 2})
+
+    document = httpx.get(sim.base_url + "/sim/stats", params={"requests": "0"}).json()
+
+    assert "requests" not in document
+    assert document["totals"]["requests"] == 1
+    assert "requests" not in sim.stats(include_requests=False)
