@@ -1,8 +1,10 @@
 """The ``sdk`` transports: the official openai and dashscope clients, for fidelity with the user's application.
 
-Each SDK parses the stream itself, so an event is timed when the SDK hands it over (right after its own
-parsing, microseconds later than the fast transport) and chunks go through the same interpreters as
-the fast transport. What the SDKs hide from us:
+Each SDK parses the stream itself, and its chunks go through the same interpreters as the fast
+transport. The send time is stamped in the HTTP layer, after the SDK built the request. With openai, a
+wrapped httpx2 transport also stamps every read of the body, so an event gets the time of the read
+that completed it. With dashscope, an event is timed when the SDK yields it, after its own parsing.
+What the SDKs hide from us:
 
 - openai swallows ``[DONE]``, so a compat stream counts as complete when it has a finish_reason.
 - openai drops SSE comments and dashscope ignores ``:HTTP_STATUS/<code>``, so an in-stream error frame
@@ -50,9 +52,10 @@ PLACEHOLDER_API_KEY = "no-key"
 
 
 class _CurrentAttempt(threading.local):
-    """The attempt being sent by this thread (by this greenlet under gevent), for the pre-send hooks."""
+    """The attempt being sent by this thread (by this greenlet under gevent), for the HTTP-layer hooks."""
 
     measurement: AttemptMeasurement | None = None
+    last_read_perf: float | None = None  # perf_counter right after the latest read of response bytes
 
 
 class _Deadline(Exception):
@@ -97,12 +100,8 @@ class OpenAISDKTransport:
         self._openai = openai
         self._current = _CurrentAttempt()
         pool = max(1, config.connection_pool_size)
-        self._http = httpx2.Client(
-            limits=httpx2.Limits(max_connections=pool, max_keepalive_connections=pool),
-            timeout=httpx2.Timeout(config.request_timeout_s),
-            # The request hook runs after the SDK built the request, right before connect and send.
-            event_hooks={"request": [self._on_send]},
-        )
+        inner = httpx2.HTTPTransport(limits=httpx2.Limits(max_connections=pool, max_keepalive_connections=pool))
+        self._http = httpx2.Client(transport=_timed_httpx_transport(inner, self._current), timeout=httpx2.Timeout(config.request_timeout_s))
         self._client = openai.OpenAI(
             base_url=config.base_url,
             api_key=config.api_key or PLACEHOLDER_API_KEY,
@@ -110,10 +109,6 @@ class OpenAISDKTransport:
             timeout=config.request_timeout_s,
             http_client=self._http,
         )
-
-    def _on_send(self, request: Any) -> None:
-        if self._current.measurement is not None:
-            self._current.measurement.mark_sent()
 
     def close(self) -> None:
         """Close pooled connections."""
@@ -135,13 +130,16 @@ class OpenAISDKTransport:
 
         measurement.mark_sent()
         self._current.measurement = measurement
+        self._current.last_read_perf = None
         try:
             with _deadline(timeout_s):
                 stream = self._client.chat.completions.create(stream=True, extra_body=body or None, **known)
                 response = stream.response
                 measurement.on_response(response.status_code, dict(response.headers))
                 for chunk in stream:
-                    read_at = time.perf_counter()
+                    # The SDK yields an event as soon as the read that completed it returned, so the
+                    # latest read time is that event's read time, taken before the SDK parsed it.
+                    read_at = self._current.last_read_perf or time.perf_counter()
                     update = interpreter.interpret_chunk(chunk.to_dict()) if isinstance(interpreter, OpenAIInterpreter) else None
                     if update is not None:
                         measurement.on_updates([update], read_at)
@@ -167,6 +165,37 @@ class OpenAISDKTransport:
             measurement.mark_stream_end()
         finally:
             self._current.measurement = None
+
+
+def _timed_httpx_transport(inner: Any, current: _CurrentAttempt) -> Any:
+    """Wrap an httpx2 transport to stamp the send time and the time of every read of the response body."""
+    import httpx2
+
+    class TimedStream(httpx2.SyncByteStream):
+        def __init__(self, stream: Any) -> None:
+            self._stream = stream
+
+        def __iter__(self) -> Iterator[bytes]:
+            for data in self._stream:
+                current.last_read_perf = time.perf_counter()
+                yield data
+
+        def close(self) -> None:
+            self._stream.close()
+
+    class TimedTransport(httpx2.BaseTransport):
+        def handle_request(self, request: Any) -> Any:
+            # Runs after the SDK built the request, right before connect and send.
+            if current.measurement is not None:
+                current.measurement.mark_sent()
+            response = inner.handle_request(request)
+            response.stream = TimedStream(response.stream)
+            return response
+
+        def close(self) -> None:
+            inner.close()
+
+    return TimedTransport()
 
 
 def _openai_error(body: object, fallback_message: str) -> StreamError:
