@@ -271,7 +271,16 @@ class SimulatorConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise InputError(_("Simulator setting '{key}' must be zero or more, got {value!r}.").format(key=name, value=value))
 
-        if not 0 <= self.reasoning_share < 1:
+        for name in ("enforce_qpm", "prompt_cache"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(
+                    _("Simulator setting '{key}' must be true or false, got {value!r}.").format(key=name, value=getattr(self, name))
+                )
+        for name in _WHOLE_NUMBER_FIELDS:
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise InputError(_("Simulator setting '{key}' must be a whole number, got {value!r}.").format(key=name, value=value))
+        if not isinstance(self.reasoning_share, (int, float)) or not 0 <= self.reasoning_share < 1:
             raise InputError(
                 _("Simulator setting 'reasoning_share' must be at least 0 and below 1, got {value!r}.").format(value=self.reasoning_share)
             )
@@ -299,6 +308,25 @@ class SimulatorConfig:
                     )
                 )
 
+
+_WHOLE_NUMBER_FIELDS = (
+    "port",
+    "seed",
+    "concurrency_knee",
+    "natural_length_fixed",
+    "max_output_tokens",
+    "tokens_per_chunk",
+    "cache_min_tokens",
+    "template_per_message",
+    "template_reply_primer",
+    "template_thinking_off",
+    "template_per_image",
+    "default_image_width",
+    "default_image_height",
+    "max_body_bytes",
+    "coalesce_events",
+    "multi_token_count",
+)
 
 # Fields set from the catalog, not accepted as knobs.
 _DERIVED_FIELDS = frozenset({"model_version", "family", "modality", "ptu", "capacity", "deployment_code"})

@@ -203,3 +203,12 @@ def test_stats_without_request_list(sim) -> None:  # type: ignore[no-untyped-def
     assert "requests" not in document
     assert document["totals"]["requests"] == 1
     assert "requests" not in sim.stats(include_requests=False)
+
+
+def test_wrong_types_are_input_errors() -> None:
+    with pytest.raises(InputError, match="prompt_cache"):
+        SimulatorConfig.for_model("qwen-plus-2025-04-28", ptu=8, prompt_cache="no")
+    with pytest.raises(InputError, match="tokens_per_chunk"):
+        SimulatorConfig.for_model("qwen-plus-2025-04-28", ptu=8, tokens_per_chunk=2.5)
+    with pytest.raises(InputError, match="window_s"):
+        SimulatorConfig.for_model("qwen-plus-2025-04-28", ptu=8, window_s="10")
