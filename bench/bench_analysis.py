@@ -1,0 +1,107 @@
+"""Time and peak memory of analyze_run + write_reports on a synthetic step-plan run of about a million records.
+
+The run comes from ptu_verify.analysis.synthetic: qwen-turbo with 400 PTU (20,000 requests per minute
+at capacity), the six-stage step plan (0.5 … 1.25 of capacity, so the last two stages are throttled),
+8 workers, 1 % HTTP 500 failures, 2 % of token counts estimated, two variants. It is written once to
+--run-dir and reused. The analysis runs in a fresh child process (the same command a user runs, as
+library calls), which reports its wall time per step and its peak RSS (getrusage ru_maxrss).
+
+    python bench/bench_analysis.py --records 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+FRACTIONS = (0.5, 0.75, 0.9, 1.0, 1.1, 1.25)
+REQUESTS_PER_MIN_AT_CAPACITY = 20_000  # 400 PTU of qwen-turbo at 1,200 tokens per request
+
+
+def write_run(run_dir: Path, records: int) -> float:
+    """Write the synthetic run; return the seconds it took."""
+    from ptu_verify.analysis.synthetic import SyntheticDeployment, SyntheticLoad, write_synthetic_run
+
+    stage_s = records / (sum(FRACTIONS) * REQUESTS_PER_MIN_AT_CAPACITY / 60.0)
+    started = time.perf_counter()
+    write_synthetic_run(
+        run_dir,
+        SyntheticDeployment(model="qwen-turbo-2025-04-28", ptu=400, input_tokens=1000, output_tokens=200, deployment_code="qwen-turbo-bench"),
+        SyntheticLoad(
+            fractions=FRACTIONS,
+            stage_s=stage_s,
+            warmup_s=min(60.0, stage_s / 5),
+            workers=8,
+            failure_share=0.01,
+            tokens_estimated_share=0.02,
+            late_share=0.001,
+            plan_kind="step",
+        ),
+    )
+    return time.perf_counter() - started
+
+
+def run_child(run_dir: Path) -> dict[str, Any]:
+    """Analyse and render ``run_dir`` in this process; return timings and peak RSS."""
+    started = time.perf_counter()
+    from ptu_verify.analysis import analyze_run
+    from ptu_verify.report import write_reports
+
+    imported = time.perf_counter()
+    summary = analyze_run(run_dir)
+    analysed = time.perf_counter()
+    paths = write_reports(summary, run_dir, lang="en")
+    finished = time.perf_counter()
+    return {
+        "records": summary.input["records"],
+        "import_s": round(imported - started, 2),
+        "analyze_s": round(analysed - imported, 2),
+        "render_s": round(finished - analysed, 2),
+        "total_s": round(finished - started, 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+        "reports": {name: path.stat().st_size for name, path in paths.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000, help="approximate number of records to synthesise")
+    parser.add_argument("--run-dir", type=Path, help="run directory (default /tmp/ptu-verify-bench-<records>)")
+    parser.add_argument("--fresh", action="store_true", help="rewrite the run directory even when it exists")
+    parser.add_argument("--out", type=Path, help="result JSON (default bench/results/analysis.json)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    run_dir = args.run_dir or Path(f"/tmp/ptu-verify-bench-{args.records}")
+
+    if args.child:
+        print(json.dumps(run_child(run_dir)))
+        return
+
+    import benchlib
+
+    output = benchlib.header(sys.argv)
+    benchlib.print_machine(output["machine"])
+    if args.fresh and run_dir.exists():
+        shutil.rmtree(run_dir)
+    if not (run_dir / "records.jsonl").exists():
+        output["write_run_s"] = round(write_run(run_dir, args.records), 1)
+        print(f"wrote the synthetic run to {run_dir} in {output['write_run_s']} s")
+    output["records_file_mb"] = round((run_dir / "records.jsonl").stat().st_size / 2**20, 1)
+    result = benchlib.run_child([__file__, "--child", "--run-dir", str(run_dir)], core=None, timeout_s=900)
+    output.update(result)
+    output["child_wall_s"] = round(result["child_wall_s"], 2)
+    print(
+        f"records {result['records']:,} ({output['records_file_mb']} MB): analyze {result['analyze_s']} s, render {result['render_s']} s, "
+        f"total {result['total_s']} s (process {output['child_wall_s']} s), peak RSS {result['peak_rss_mb']:,} MB"
+    )
+    benchlib.write_result("analysis", output, args.out)
+
+
+if __name__ == "__main__":
+    main()
