@@ -92,7 +92,7 @@ def cli_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "ptu_verify", *args]
 
 
-def run_cli(*args: str, cwd: Path, timeout_s: float = 90.0, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli_process(*args: str, cwd: Path, timeout_s: float = 90.0, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``ptu-verify ARGS`` as a subprocess and return it with its output."""
     return subprocess.run(cli_command(*args), check=False, capture_output=True, text=True, timeout=timeout_s, env=env or child_env(), cwd=cwd)
 
