@@ -1,8 +1,8 @@
 """Workloads: profiles that generate RequestSpecs, dataset replay and trace input.
 
 ``load_workload`` accepts a built-in profile name (see ``builtin_profile_names()``), a path
-to a ``.yaml`` profile, a ``.jsonl`` dataset (``dataset:PATH``; ``dataset-shuffled:PATH``
-replays it shuffled) or a trace (``trace:PATH``, Bailian JSONL or Azure CSV).
+to a ``.yaml`` profile, or a ``.jsonl`` dataset (``dataset:PATH``). ``dataset-shuffled:PATH``
+replays a dataset shuffled, and ``trace:PATH`` reads a Bailian JSONL or Azure CSV trace.
 """
 
 from __future__ import annotations

@@ -205,13 +205,18 @@ def _generated_system_prompt(name: str, language: str, tokens: int, style: str) 
     rng = random.Random(seed)
     filler = prose_filler(language)
     head = _SYSTEM_OPENING[language]
-    if style == "tools":
-        head += tools_text(language)
     head_tokens = count_tokens(head)
-    if head_tokens + filler.closing_tokens + 1 > tokens:
-        # The tools block alone is larger than requested: fall back to prose only.
-        head = _SYSTEM_OPENING[language]
-        head_tokens = count_tokens(head)
+    if style == "tools":
+        # As many tool definitions as fit, then prose rules fill the rest.
+        heading, blocks = tools_text(language)
+        with_tools = head + heading
+        for block in blocks:
+            candidate = with_tools + block
+            if count_tokens(candidate) + filler.closing_tokens + 1 > tokens:
+                break
+            with_tools = candidate
+        if with_tools != head + heading:
+            head, head_tokens = with_tools, count_tokens(with_tools)
     body = filler.fill(rng, tokens - head_tokens - filler.closing_tokens, paragraph_every=5)
     return _SystemPrompt(head + body + filler.connectors.closing, tokens)
 

@@ -1,7 +1,7 @@
 """Profile files (YAML): parsing and validation into typed profiles.
 
-A leaf profile describes one kind of request; a mix profile is a weighted list of leaf
-profiles (by reference to a built-in or another file, or inline). Nested mixes are
+A leaf profile describes one kind of request. A mix profile is a weighted list of leaf
+profiles, given by reference to a built-in or another file, or inline. Nested mixes are
 flattened, so a mix is always a list of leaves with weights that sum to 1.
 """
 
@@ -391,7 +391,7 @@ def _parse_mix(data: Mapping[str, Any], *, name: str, source: ProfileSource, bas
     seen: set[str] = set()
     for leaf, _share in weighted:
         if leaf.name in seen:
-            raise SchemaError(source, "mix", leaf.name, _("two variants have the same name, so results could not be told apart."), _("give one of them another name: with name:."))
+            raise SchemaError(source, "mix", leaf.name, _("duplicate variant name: the results of the two variants would be mixed."), _("give one of them another name: with name:."))
         seen.add(leaf.name)
     total = sum(weight for _leaf, weight in weighted)
     return MixProfile(

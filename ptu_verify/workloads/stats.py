@@ -62,7 +62,7 @@ class VariantStats:
 
 @dataclass(frozen=True)
 class WorkloadStats:
-    """What load a workload makes, measured on ``sample`` generated requests."""
+    """The load a workload makes, measured on ``sample`` generated requests."""
 
     workload: str
     sample: int
@@ -103,7 +103,7 @@ def percentile(ordered: Sequence[int], percent: float) -> float:
 def measured_input_tokens(spec: RequestSpec) -> tuple[int, int]:
     """Return (prompt tokens counted with the tokenizer, number of images) of a request.
 
-    Image tokens follow the resize rule of ptu_verify.tokens.image_tokens; an image whose size
+    Image tokens follow the resize rule of ptu_verify.tokens.image_tokens. An image whose size
     cannot be read from its data URL (not a PNG data URL) counts only its vision markers.
     """
     total = prompt_tokens(spec.messages, template=DEFAULT_TEMPLATE, thinking=spec.thinking)

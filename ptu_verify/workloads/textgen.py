@@ -127,7 +127,12 @@ class ProseFiller:
         while remainder > self.finish_limit or (not parts and not first_table[remainder]):
             first = not parts and not continued
             new_paragraph = paragraph_every > 0 and sentences_in_paragraph >= paragraph_every and rng.random() < 0.5
-            counts = self.start_counts if first else self.paragraph_counts if new_paragraph else self.sentence_counts
+            if first:
+                counts = self.start_counts
+            elif new_paragraph:
+                counts = self.paragraph_counts
+            else:
+                counts = self.sentence_counts
             index = self._pick(rng, counts, remainder)
             if first:
                 parts.append(self.bodies[index])
@@ -253,9 +258,11 @@ def _read_lines(name: str) -> list[str]:
 
 
 @functools.cache
-def tools_text(language: str) -> str:
-    """Return the tool definitions block of the agent system prompt (JSON schemas, ends with a newline)."""
+def tools_text(language: str) -> tuple[str, tuple[str, ...]]:
+    """Return the heading and the tool definitions (JSON schemas) of a tools-style system prompt.
+
+    The heading and every definition end with a newline and start with a non-space character.
+    """
     tools = json.loads(_data_text("tools.json"))
     heading = "# 可用工具\n" if language == "zh" else "# Available tools\n"
-    blocks = [json.dumps(tool, ensure_ascii=False, indent=2) + "\n" for tool in tools]
-    return heading + "".join(blocks)
+    return heading, tuple(json.dumps(tool, ensure_ascii=False, indent=2) + "\n" for tool in tools)

@@ -180,7 +180,7 @@ def load_trace(
 
     ``format`` is ``auto`` (from the first line), ``bailian`` or ``azure``. Prompts are Chinese
     for Bailian traces and English for Azure traces unless ``language`` sets one.
-    ``limit`` keeps the first N requests by arrival time, since every request holds its prompt
+    ``limit`` keeps the first N requests by arrival time, since every request keeps its prompt
     text in memory (about 3.5 bytes per token in Chinese, 5 in English).
     """
     path = Path(path)

@@ -145,3 +145,31 @@ def test_workload_list_names_builtins(run_cli) -> None:  # type: ignore[no-untyp
     assert result.exit_code == 0
     for name in EXPECTED_BUILTINS:
         assert name in result.stdout
+
+
+def test_workload_show_in_chinese(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result = run_cli("--lang", "zh", "workload", "show", "smoke", "--sample", "5", "--qpm", "60")
+    assert result.exit_code == 0, result.stderr
+    assert "负载 smoke" in result.stdout
+    assert "60.0 QPM 产生：5,280 TPM。" in result.stdout
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ninput_tokens: 100\noutput_tokens: 50\nlanguage: fr\n", encoding="utf-8")
+    error = run_cli("--lang", "zh", "workload", "show", str(bad))
+    assert error.exit_code == 2
+    assert "键“language”" in error.stderr
+
+
+@pytest.mark.parametrize("system_tokens", [20, 120, 900])
+def test_tools_system_prompt_any_size(tmp_path: Path, system_tokens: int) -> None:
+    from ptu_verify.tokens import count_tokens
+
+    profile = tmp_path / "tools.yaml"
+    profile.write_text(
+        f"name: tools\nlanguage: en\nsystem_prompt: {{tokens: {system_tokens}, style: tools}}\ninput_tokens: 1200\noutput_tokens: 50\n",
+        encoding="utf-8",
+    )
+    spec = load_workload(str(profile)).next_request()
+    system = spec.messages[0]["content"]
+    assert count_tokens(system) == system_tokens
+    assert ('"type": "function"' in system) == (system_tokens >= 900)
