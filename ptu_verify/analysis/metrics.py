@@ -40,6 +40,8 @@ __all__ = [
 
 PERCENTILES = (50, 90, 95, 99)
 SERIES_BIN_S = 10.0
+# A run longer than this many default bins gets wider bins, so a stray timestamp cannot blow up memory.
+_MAX_SERIES_BINS = 5000
 _MAX_VARIANTS = 50
 _MAX_SAMPLE_MESSAGES = 3
 _MAX_FAILURE_GROUPS = 20
@@ -243,6 +245,8 @@ def bootstrap_rate_ci(
     """
     if end - start < 2 * window_s:
         return None, None
+    # Windows are widened past 5,000 so the resample matrix stays within tens of megabytes.
+    window_s = max(window_s, (end - start) / _MAX_SERIES_BINS)
     edges = np.arange(start, end, window_s)
     lengths = np.minimum(edges + window_s, end) - edges
     bins = np.clip(((times - start) // window_s).astype(np.int64), 0, edges.size - 1)
@@ -257,9 +261,15 @@ def bootstrap_rate_ci(
 
 
 def time_series(frame: pd.DataFrame, bin_s: float = SERIES_BIN_S) -> dict[str, list[float | None]]:
-    """TPM, QPM and 429 share per ``bin_s`` of start time, over the whole run (warm-up included)."""
+    """TPM, QPM and 429 share per ``bin_s`` of start time, over the whole run (warm-up included).
+
+    Runs longer than 5,000 bins use wider bins; ``bin_s`` in the result is the width used.
+    """
     started = frame["started_at"].to_numpy()
     origin = float(started.min())
+    span_s = float(started.max()) - origin
+    if span_s / bin_s > _MAX_SERIES_BINS:
+        bin_s = float(math.ceil(span_s / _MAX_SERIES_BINS))
     bins = ((started - origin) // bin_s).astype(np.int64)
     count = int(bins.max()) + 1
     attempts = np.bincount(bins, minlength=count)
@@ -270,6 +280,7 @@ def time_series(frame: pd.DataFrame, bin_s: float = SERIES_BIN_S) -> dict[str, l
     share = np.divide(throttled, attempts, out=np.full(count, np.nan), where=attempts > 0)
     return {
         "origin_at": [origin],
+        "bin_s": [bin_s],
         "t_s": (np.arange(count) * bin_s).tolist(),
         "achieved_tpm": (tokens * per_min).tolist(),
         "achieved_qpm": (ok * per_min).tolist(),

@@ -142,6 +142,7 @@ def _charts(data: dict[str, Any]) -> list[dict[str, str]]:
     capacity_line = {_("Purchased capacity"): data["capacity"]["effective_tpm"]}
     series = data["time_series"]
     origin = series["origin_at"][0]
+    bin_s = series["bin_s"][0]
     boundaries = [stage["start_at"] - origin for stage in stages[1:]] if len(stages) > 1 else []
     minutes = [value / 60.0 for value in series["t_s"]]
     boundary_minutes = [value / 60.0 for value in boundaries]
@@ -164,7 +165,7 @@ def _charts(data: dict[str, Any]) -> list[dict[str, str]]:
         svg_line_chart(
             minutes,
             {_("429 share"): series["throttled_share"]},
-            title=_("429 share over time (10 s windows)"),
+            title=_("429 share over time ({seconds} s windows)").format(seconds=f"{bin_s:g}"),
             xlabel=_("minutes since the first request"),
             vlines=boundary_minutes,
             percent=True,
@@ -188,7 +189,7 @@ def _charts(data: dict[str, Any]) -> list[dict[str, str]]:
         svg_line_chart(
             minutes,
             {_("Achieved TPM"): series["achieved_tpm"]},
-            title=_("Achieved TPM over time (10 s windows)"),
+            title=_("Achieved TPM over time ({seconds} s windows)").format(seconds=f"{bin_s:g}"),
             xlabel=_("minutes since the first request"),
             hlines=capacity_line,
             vlines=boundary_minutes,
@@ -197,7 +198,7 @@ def _charts(data: dict[str, Any]) -> list[dict[str, str]]:
         svg_line_chart(
             minutes,
             {_("Achieved QPM"): series["achieved_qpm"], _("Attempted QPM"): series["attempted_qpm"]},
-            title=_("QPM over time (10 s windows)"),
+            title=_("QPM over time ({seconds} s windows)").format(seconds=f"{bin_s:g}"),
             xlabel=_("minutes since the first request"),
             hlines={_("Purchased QPM"): data["capacity"]["qpm"]},
             vlines=boundary_minutes,

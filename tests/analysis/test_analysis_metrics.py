@@ -233,3 +233,12 @@ def test_process_pool_reads_the_same_frame(tmp_path: Path) -> None:
     assert len(parallel) == len(serial) == 733
     for name in load.RECORD_COLUMNS:
         assert parallel[name].astype(object).fillna("-").tolist() == serial[name].astype(object).fillna("-").tolist(), name
+
+
+def test_stray_timestamp_widens_series_bins(tmp_path: Path) -> None:
+    records = [record(started_at=T0 + index) for index in range(5)] + [record(started_at=1.0)]
+    summary = analyze_run(write_run(tmp_path, records))
+
+    assert summary.time_series["bin_s"][0] > 10.0
+    assert len(summary.time_series["t_s"]) <= 5001
+    assert summary.overall["requests"] == 6
