@@ -3,7 +3,7 @@
 Each SDK parses the stream itself, and its chunks go through the same interpreters as the fast
 transport. The send time is stamped in the HTTP layer, after the SDK built the request. With openai, a
 wrapped httpx2 transport also stamps every read of the body, so an event gets the time of the read
-that completed it. With dashscope, an event is timed when the SDK yields it, after its own parsing.
+that completed it. With dashscope, a wrapped requests adapter does the same for the body reads.
 What the SDKs hide from us:
 
 - openai swallows ``[DONE]``, so a compat stream counts as complete when it has a finish_reason.
@@ -221,7 +221,17 @@ def _timed_adapter(pool_size: int, current: _CurrentAttempt) -> Any:
         def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
             if current.measurement is not None:
                 current.measurement.mark_sent()
-            return super().send(request, *args, **kwargs)
+            response = super().send(request, *args, **kwargs)
+            # requests reads a streamed body through raw.stream(); stamp every read it makes.
+            raw_stream = response.raw.stream
+
+            def timed_stream(*stream_args: Any, **stream_kwargs: Any) -> Iterator[bytes]:
+                for data in raw_stream(*stream_args, **stream_kwargs):
+                    current.last_read_perf = time.perf_counter()
+                    yield data
+
+            response.raw.stream = timed_stream
+            return response
 
     return TimedAdapter(pool_connections=1, pool_maxsize=pool_size)
 
@@ -279,10 +289,11 @@ class DashScopeSDKTransport:
 
         measurement.mark_sent()
         self._current.measurement = measurement
+        self._current.last_read_perf = None
         try:
             with _deadline(timeout_s):
                 for response in call(**kwargs):
-                    read_at = time.perf_counter()
+                    read_at = self._current.last_read_perf or time.perf_counter()
                     self._take_response_info(measurement)
                     self._apply(response, measurement, interpreter, read_at)
                     if measurement.stopped_early or measurement.http_error is not None or read_at > deadline_perf:
