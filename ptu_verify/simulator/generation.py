@@ -199,8 +199,6 @@ async def stream_response(
     config = state.config
     request_id = entry["request_id"]
     response = web.StreamResponse(status=200, headers=sse_headers(api, request_id))
-    await response.prepare(http_request)
-
     vision = config.modality == "vision"
     compat = CompatFrames(request_id, request.model, request.thinking, request.include_usage) if api == "openai" else None
     native = (
@@ -222,18 +220,19 @@ async def stream_response(
     first_token_s = start + plan.ttft_s
     interval_s = 1.0 / plan.speed_tps
     pending: list[str] = []
-    if compat is not None:
-        if "role_gap" in plan.faults:
-            await writer.wait(first_token_s - time.perf_counter())
-            first_token_s += config.role_gap_s
-            await writer.write(compat.role())
-        else:
-            pending.append(compat.role())
-
     produced = 0
     pending_tokens = 0
     index = 0
     try:
+        await response.prepare(http_request)
+        if compat is not None:
+            if "role_gap" in plan.faults:
+                await writer.wait(first_token_s - time.perf_counter())
+                first_token_s += config.role_gap_s
+                await writer.write(compat.role())
+            else:
+                pending.append(compat.role())
+
         while index < len(chunks):
             chunk_start, chunk_end = chunks[index]
             due_s = first_token_s + (chunk_end - 1) * interval_s

@@ -150,10 +150,13 @@ async def _error_response(
 
     if entry["stream"] and state.config.error_style == "sse_event":
         response = web.StreamResponse(status=200, headers=sse_headers(api, request_id))
-        await response.prepare(http_request)
-        await response.write(sse_error_frame(api, kind, request_id, 1, message, state.config.compat_stream_error).encode())
-        entry["finished_at"] = time.time()
-        await response.write_eof()
+        try:
+            await response.prepare(http_request)
+            await response.write(sse_error_frame(api, kind, request_id, 1, message, state.config.compat_stream_error).encode())
+            entry["finished_at"] = time.time()
+            await response.write_eof()
+        except ConnectionError:
+            logger.debug("Client left before the error frame of request %s was written", request_id)
         return response
     return json_response(error_body(api, kind, request_id, message), spec.status, request_id)
 

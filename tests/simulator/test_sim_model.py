@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 
@@ -212,3 +213,31 @@ def test_wrong_types_are_input_errors() -> None:
         SimulatorConfig.for_model("qwen-plus-2025-04-28", ptu=8, tokens_per_chunk=2.5)
     with pytest.raises(InputError, match="window_s"):
         SimulatorConfig.for_model("qwen-plus-2025-04-28", ptu=8, window_s="10")
+
+
+def test_client_disconnect_is_recorded() -> None:
+    import socket
+    import time
+
+    body = json.dumps({"model": "qwen-plus-test", "messages": MESSAGES, "max_tokens": 500, "stream": True}).encode()
+    with start_simulator(make_config(speed_tps=200.0)) as sim:
+        host, port = sim.base_url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as connection:
+            connection.sendall(
+                b"POST /compatible-mode/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            received = b""
+            while b"data: " not in received:
+                received += connection.recv(65536)
+        deadline = time.monotonic() + 10
+        entry = sim.stats()["requests"][0]
+        while entry["outcome"] == "pending" and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling the server's state with a deadline, not synchronising on time
+            entry = sim.stats()["requests"][0]
+        after = httpx.post(sim.openai_base_url + "/chat/completions", json={"model": "qwen-plus-test", "messages": MESSAGES, "max_tokens": 2})
+
+    assert entry["outcome"] == "client_disconnect"
+    assert 1 <= entry["output_tokens"] < 500
+    assert after.status_code == 200
