@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
+import yaml
 
 from ..errors import InputError
 from ..i18n import _
@@ -29,6 +31,16 @@ def _parse_stages(text: str | None) -> tuple[float, ...] | None:
             raise InputError(_("--stages {value}: every fraction must be more than 0.").format(value=text))
         values.append(value)
     return tuple(values)
+
+
+def _parse_settings(values: tuple[str, ...]) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for value in values:
+        key, separator, text = value.partition("=")
+        if not separator or not key.strip():
+            raise InputError(_("--simulator {value}: give KEY=VALUE, e.g. --simulator window_s=10.").format(value=value))
+        settings[key.strip()] = yaml.safe_load(text)
+    return settings
 
 
 @click.command(
@@ -88,6 +100,13 @@ def _parse_stages(text: str | None) -> tuple[float, ...] | None:
     metavar="NAME",
     help=_("Environment variable that holds the API key (used with --base-url). The key is never a flag and never printed."),
 )
+@click.option(
+    "--simulator",
+    "simulator_settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help=_("Setting of the built-in simulator, e.g. window_s=10 or capacity_factor=0.7 (see ptu-verify simulate); repeatable."),
+)
 @click.argument("locust_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- LOCUST OPTIONS]")
 @lang_option
 def run_command(
@@ -117,6 +136,7 @@ def run_command(
     max_duration: float | None,
     max_total_tokens: int | None,
     api_key_env: str,
+    simulator_settings: tuple[str, ...],
     locust_args: tuple[str, ...],
 ) -> int:
     _catalog, resolution = resolve_model(model, catalog_path)
@@ -145,6 +165,7 @@ def run_command(
         max_total_tokens=max_total_tokens,
         api_key_env=api_key_env,
         extra_locust_args=locust_args,
+        simulator_settings=_parse_settings(simulator_settings),
     )
     outcome = run_load_test(options, echo=click.echo)
     from ..report.console import format_console_summary

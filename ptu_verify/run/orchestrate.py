@@ -126,6 +126,7 @@ class RunOptions:
     max_total_tokens: int | None = None
     api_key_env: str = DEFAULT_API_KEY_ENV
     extra_locust_args: tuple[str, ...] = ()  # appended to the Locust command line unchanged
+    simulator_settings: dict[str, Any] = field(default_factory=dict)  # SimulatorConfig fields, over the demo's
 
     @property
     def simulated(self) -> bool:
@@ -156,6 +157,7 @@ def load_settings(options: RunOptions) -> LoadSettings:
         preset = LoadSettings(plan=options.plan or "step")
 
     knobs = dict(SIMULATOR_DEMO.simulator_knobs) if options.simulated and preset is SIMULATOR_DEMO else {}
+    knobs.update(options.simulator_settings)
     return LoadSettings(
         plan=preset.plan,
         stages=options.stages if options.stages is not None else preset.stages,
@@ -457,6 +459,8 @@ def _check_locust_result(result: _LocustResult, options: RunOptions, run_dir: Pa
 def run_load_test(options: RunOptions, *, echo: Callable[[str], None] = print) -> RunOutcome:
     """Run the whole job and return its outcome; raises InputError (exit 2) or RuntimeFailure (exit 4)."""
     _check_api_key(options)
+    if not options.simulated and options.simulator_settings:
+        raise InputError(_("--simulator settings apply to the built-in simulator only; remove them or remove --base-url."))
     if not options.simulated and not options.deployment_code:
         raise InputError(_("--deployment-code is required with --base-url: give the code shown in the Bailian console, e.g. qwen-plus-d824b8ad."))
     settings = load_settings(options)
