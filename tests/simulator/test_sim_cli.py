@@ -38,7 +38,8 @@ def simulate_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
 
 
 def test_serves_until_sigterm() -> None:
-    with simulate_process("--model", "qwen-plus-2025-04-28", "--ptu", "8", "--deployment-code", "qwen-plus-cli", "--api-key", "sk-test-secret-0000") as (process, url):
+    flags = ("--capacity-factor", "0.5", "--window-s", "10", "--limiter", "token_bucket", "--fault", "keepalive=0.25")
+    with simulate_process("--model", "qwen-plus-2025-04-28", "--ptu", "8", "--deployment-code", "qwen-plus-cli", "--api-key", "sk-test-secret-0000", *flags) as (process, url):
         assert url.startswith("http://127.0.0.1:")
         response = httpx.post(
             url + "/compatible-mode/v1/chat/completions",
@@ -46,10 +47,14 @@ def test_serves_until_sigterm() -> None:
             headers={"Authorization": "Bearer sk-test-secret-0000"},
             timeout=30,
         )
+        capacity = httpx.get(url + "/sim/stats", timeout=30).json()["capacity"]
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=15)
 
     assert response.status_code == 200
+    assert capacity["capacity_factor"] == 0.5
+    assert capacity["window_s"] == 10.0
+    assert capacity["limiter"] == "token_bucket"
     assert process.returncode == 0
     assert "sk-test-secret-0000" not in stdout + stderr
 

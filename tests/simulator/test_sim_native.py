@@ -179,3 +179,17 @@ def test_thinking_off_template_tokens() -> None:
 
     assert plain.usage.input_tokens == 11
     assert off.usage.input_tokens == 15
+
+
+def test_global_base_url_setting(sim: RunningSimulator) -> None:
+    import dashscope
+
+    previous = dashscope.base_http_api_url
+    dashscope.base_http_api_url = sim.dashscope_base_url
+    try:
+        response = Generation.call(model="qwen-plus-test", messages=MESSAGES, api_key="sk-test-fake", result_format="message", max_tokens=3)
+    finally:
+        dashscope.base_http_api_url = previous
+
+    assert response.status_code == 200
+    assert response.usage.output_tokens == 3
