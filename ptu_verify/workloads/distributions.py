@@ -57,14 +57,6 @@ class Distribution:
         value = max(self.minimum, value)
         return value if self.maximum is None else min(self.maximum, value)
 
-    def describe(self) -> str:
-        """Return a one-line summary such as ``lognormal(median=800, sigma=0.9) in [50, 8000]``."""
-        shown = ", ".join(f"{key}={value:g}" for key, value in self.params.items())
-        if self.kind == "empirical":
-            shown = f"{len(self.values)} values"
-        upper = "" if self.maximum is None else f"{self.maximum}"
-        return f"{self.kind}({shown}) in [{self.minimum}, {upper or '∞'}]"
-
 
 # Keys each kind accepts besides ``kind``, ``min`` and ``max`` (uniform requires min and max).
 _KIND_KEYS: dict[str, tuple[str, ...]] = {
