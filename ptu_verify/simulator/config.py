@@ -205,7 +205,7 @@ class SimulatorConfig:
 
     @property
     def effective_knee(self) -> int:
-        """Concurrent streams up to which latency stays stable.
+        """Concurrent requests up to which latency stays stable.
 
         The default is the concurrency that the whole TPM would need if it were all output at the
         nominal speed (at least 8): past it the deployment is over its promise.

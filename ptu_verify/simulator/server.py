@@ -54,7 +54,7 @@ class SimulatorState:
         self.rng = random.Random(config.seed)
         self.pool = shared_pool()
         self.prefix_cache = PrefixCache(config.cache_min_tokens)
-        self.active_streams = 0
+        self.active_requests = 0  # admitted and not yet finished, streaming or not
         self.started_mono = clock()
 
     def reset(self) -> None:
@@ -82,7 +82,7 @@ class SimulatorState:
                 "admission": self.config.admission,
             },
             "limiter_state": self.limiter.snapshot(),
-            "active_streams": self.active_streams,
+            "active_requests": self.active_requests,
         }
         return self.stats.as_json(extra, include_requests)
 
@@ -110,7 +110,7 @@ class SimulatorState:
 
         latency = config.latency
         knee = config.effective_knee
-        overload = max(0.0, self.active_streams / knee - 1.0)
+        overload = max(0.0, self.active_requests / knee - 1.0)
         queueing_s = latency.ttft_base_s * overload
         ttft_s = (latency.ttft_base_s + latency.prefill_s_per_token * (request.input_tokens - cached_tokens) + queueing_s) * config.ttft_factor
         jitter = math.exp(self.rng.gauss(0.0, latency.speed_jitter)) if latency.speed_jitter > 0 else 1.0
@@ -221,13 +221,13 @@ async def _handle_chat(http_request: web.Request, api: str, multimodal_endpoint:
     cached_tokens = state.prefix_cache.lookup_and_store(request) if config.prompt_cache else 0
     entry["cached_tokens"] = cached_tokens
     plan = state.plan(request, cached_tokens, faults)
-    state.active_streams += 1
+    state.active_requests += 1
     try:
         if request.stream:
             return await stream_response(http_request, state, entry, api, request, plan, admission, cached_tokens)
         return await whole_response(state, entry, api, request, plan, admission, cached_tokens)
     finally:
-        state.active_streams -= 1
+        state.active_requests -= 1
         state.limiter.settle(admission)
 
 

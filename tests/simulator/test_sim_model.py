@@ -46,7 +46,7 @@ def test_ttft_is_base_plus_prefill_times_factor() -> None:
 def test_speed_factor_and_knee() -> None:
     state = SimulatorState(make_config(speed_tps=50.0, speed_factor=0.5, concurrency_knee=10, ttft_base_s=0.2, prefill_s_per_token=0.0))
     below = state.plan(chat_request(), 0, set())
-    state.active_streams = 30
+    state.active_requests = 30
     above = state.plan(chat_request(), 0, set())
 
     assert below.speed_tps == pytest.approx(25.0)
