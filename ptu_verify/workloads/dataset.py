@@ -15,8 +15,8 @@ from typing import Any
 from ..errors import InputError
 from ..i18n import _
 from ..requests import RequestSpec
-from ..tokens import prompt_tokens
 from .schema import jsonl_objects
+from .stats import measured_input_tokens
 
 __all__ = ["ORDERS", "DatasetWorkload", "read_dataset"]
 
@@ -99,7 +99,7 @@ class DatasetWorkload:
     def _tokens(self, index: int) -> int:
         cached = self._input_tokens[index]
         if cached is None:
-            cached = prompt_tokens(self.rows[index][0])
+            cached, _images = measured_input_tokens(RequestSpec(messages=self.rows[index][0], max_tokens=1))
             self._input_tokens[index] = cached
         return cached
 
@@ -116,7 +116,7 @@ class DatasetWorkload:
         )
 
     def expected_tokens_per_request(self) -> float:
-        """Return the mean prompt tokens (text only) + mean max_tokens over the whole file."""
+        """Return the mean prompt tokens + mean max_tokens over the whole file."""
         total = 0
         for index, (_messages, max_tokens) in enumerate(self.rows):
             total += self._tokens(index) + (max_tokens or self.default_max_tokens)

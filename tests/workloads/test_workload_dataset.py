@@ -119,3 +119,15 @@ def test_prompt_text_never_logged(tmp_path: Path, caplog: pytest.LogCaptureFixtu
     assert SECRET not in caplog.text
     assert SECRET not in result.stderr
     assert SECRET not in result.stdout
+
+
+def test_image_lines_count_image_tokens(tmp_path: Path) -> None:
+    from ptu_verify.tokens import VISION_MARKER_TOKENS, image_tokens
+    from ptu_verify.workloads.images import png_data_url
+
+    path = tmp_path / "vision.jsonl"
+    content = [{"type": "image_url", "image_url": {"url": png_data_url(1280, 720)}}, {"type": "text", "text": "What is shown?"}]
+    path.write_text(json.dumps({"messages": [{"role": "user", "content": content}]}) + "\n", encoding="utf-8")
+    spec = load_workload(f"dataset:{path}").next_request()
+    text_only = prompt_tokens(spec.messages)
+    assert spec.expected_input_tokens == text_only + image_tokens(1280, 720) + VISION_MARKER_TOKENS
