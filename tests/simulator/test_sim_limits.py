@@ -125,21 +125,26 @@ def test_limiter_token_limit() -> None:
     assert limiter.admit(1, 10) == "token"
 
 
+# Token limit: 200,000 TPM × 0.0005 = 100 tokens per minute, spent by the first 100-token answer.
+TOKEN_LIMIT = {"enforce_qpm": False, "capacity_factor": 0.0005, "natural_length_fixed": 100}
+# Request limit: 200 QPM × 0.05 × 6 s / 60 s = 1 request per window.
+REQUEST_LIMIT = {"window_s": 6.0, "capacity_factor": 0.05, "natural_length_fixed": 5}
+BURST_LIMIT = {"enforce_qpm": False, "burst_rps": 1, "natural_length_fixed": 5}
+
+
 @pytest.mark.parametrize(
     ("path", "body", "knobs", "code"),
     [
-        (COMPAT_PATH, compat_body(100), {"enforce_qpm": False}, "insufficient_quota"),
-        (NATIVE_PATH, native_body(100), {"enforce_qpm": False}, "Throttling.AllocationQuota"),
-        (COMPAT_PATH, compat_body(), {"window_s": 6.0}, "limit_requests"),
-        (NATIVE_PATH, native_body(), {"window_s": 6.0}, "Throttling.RateQuota"),
-        (COMPAT_PATH, compat_body(), {"enforce_qpm": False, "burst_rps": 1}, "limit_burst_rate"),
-        (NATIVE_PATH, native_body(), {"enforce_qpm": False, "burst_rps": 1}, "Throttling.BurstRate"),
+        (COMPAT_PATH, compat_body(100), TOKEN_LIMIT, "insufficient_quota"),
+        (NATIVE_PATH, native_body(100), TOKEN_LIMIT, "Throttling.AllocationQuota"),
+        (COMPAT_PATH, compat_body(), REQUEST_LIMIT, "limit_requests"),
+        (NATIVE_PATH, native_body(), REQUEST_LIMIT, "Throttling.RateQuota"),
+        (COMPAT_PATH, compat_body(), BURST_LIMIT, "limit_burst_rate"),
+        (NATIVE_PATH, native_body(), BURST_LIMIT, "Throttling.BurstRate"),
     ],
 )
 def test_429_codes(path: str, body: dict[str, Any], knobs: dict[str, Any], code: str) -> None:
-    config = make_config(capacity_factor=0.0005 if "burst_rps" not in knobs else 1.0, natural_length_fixed=100, **knobs)
-    if knobs.get("window_s") == 6.0:
-        config = make_config(capacity_factor=0.05, natural_length_fixed=5, **knobs)
+    config = make_config(**knobs)
     with start_simulator(config) as sim:
         first = httpx.post(sim.base_url + path, json=body)
         second = httpx.post(sim.base_url + path, json=body)
@@ -176,7 +181,7 @@ async def _paced_load(url: str, rate_rps: float, duration_s: float) -> list[tupl
     return results
 
 
-def test_one_and_a_half_times_capacity_throttles_a_third() -> None:
+def test_load_at_150_percent_throttled() -> None:
     # Each request costs 8 input + 20 output = 28 tokens. The budget per 1 s window is
     # 200,000 TPM × 0.252 / 60 = 840 tokens = 30 requests/s; the load offers 45 requests/s.
     config = make_config(capacity_factor=0.252, window_s=1.0, enforce_qpm=False, natural_length_fixed=20)
