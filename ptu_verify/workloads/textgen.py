@@ -234,7 +234,10 @@ class CodeFiller:
 
 @functools.cache
 def prose_filler(language: str) -> ProseFiller:
-    """Return the shared prose filler for ``zh`` or ``en`` (built once per process, about 0.1 s)."""
+    """Return the shared prose filler for ``zh`` or ``en``, built once per process.
+
+    The first call takes about 1 s on a 2-core machine, most of it loading the tokenizer.
+    """
     if language not in LANGUAGES:
         raise ValueError(f"language must be one of {LANGUAGES}, got {language!r}")
     return ProseFiller(language, _read_lines(f"sentences_{language}.txt"), _read_lines(f"questions_{language}.txt"))
