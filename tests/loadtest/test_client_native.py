@@ -95,16 +95,16 @@ def test_cumulative_output_estimate_uses_difference() -> None:
 @TRANSPORTS
 def test_thinking_stream_times_reasoning_and_answer(transport: str) -> None:
     def respond(request: ReceivedRequest, index: int) -> Script:
-        events = [(0.30, native_event(1, content="", reasoning="", output_tokens=0))]
-        events += [(0.50 + 0.05 * i, native_event(i + 2, content="", reasoning="想", output_tokens=i + 1, reasoning_tokens=i + 1)) for i in range(10)]
-        events += [(1.20 + 0.05 * i, native_event(i + 12, content="是", reasoning="", output_tokens=11 + i, reasoning_tokens=10)) for i in range(5)]
-        events.append((1.50, native_event(17, content="", reasoning="", output_tokens=15, reasoning_tokens=10, finish_reason="stop")))
+        events = [(0.20, native_event(1, content="", reasoning="", output_tokens=0))]
+        events += [(0.30 + 0.02 * i, native_event(i + 2, content="", reasoning="想", output_tokens=i + 1, reasoning_tokens=i + 1)) for i in range(10)]
+        events += [(0.60 + 0.02 * i, native_event(i + 12, content="是", reasoning="", output_tokens=11 + i, reasoning_tokens=10)) for i in range(5)]
+        events.append((0.70, native_event(17, content="", reasoning="", output_tokens=15, reasoning_tokens=10, finish_reason="stop")))
         return sse_script(events)
 
     [record], server = send_requests(respond, api="dashscope", transport=transport, thinking=True)
     assert record["outcome"] == "ok"
-    assert_time(record["ttft_s"], 0.50)
-    assert_time(record["ttfa_s"], 1.20)
+    assert_time(record["ttft_s"], 0.30)
+    assert_time(record["ttfa_s"], 0.60)
     assert record["output_tokens"] == 15
     assert record["reasoning_tokens"] == 10
     assert record["chunks"] == 15

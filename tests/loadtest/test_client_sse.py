@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -146,7 +147,7 @@ def test_native_text_result_format() -> None:
 
 
 def test_native_messages_from_openai_parts() -> None:
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": [{"type": "text", "text": "what is"}, {"type": "image_url", "image_url": {"url": "https://x/cat.png"}}]},
     ]
