@@ -25,8 +25,9 @@ __all__ = ["LANGUAGES", "CodeFiller", "ProseFiller", "code_filler", "prose_fille
 
 LANGUAGES = ("zh", "en")
 
-# Options kept per token count in the finishing tables; more only adds variety.
-_OPTIONS_PER_COUNT = 40
+# Options kept per token count in the finishing tables. More options mean more distinct short
+# texts, so two trace blocks with different hash ids rarely get the same text.
+_OPTIONS_PER_COUNT = 400
 # Random picks tried before a greedy step scans all sentences for one that fits.
 _RANDOM_TRIES = 24
 # Shortest comment line that ends a code excerpt (shorter tails only end tiny fills).
