@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import socket
@@ -128,7 +129,9 @@ class RunningSimulator:
 
     def stats(self, include_requests: bool = True) -> dict[str, Any]:
         """Return the same document as GET /sim/stats (``?requests=0`` when include_requests is False)."""
-        result: dict[str, Any] = self.call(lambda: self.state.stats_json(include_requests))
+        # Serialised on the simulator's loop: a snapshot, not live entries that requests still update.
+        document: str = self.call(lambda: json.dumps(self.state.stats_json(include_requests)))
+        result: dict[str, Any] = json.loads(document)
         return result
 
     def reset(self) -> None:
