@@ -126,6 +126,7 @@ class Admission:
 
     input_tokens: int
     reserved_output: int
+    limiter_id: int  # the Limiter that admitted it; a reset replaces the limiter
     slots: dict[str, int] = field(default_factory=dict)
     charged_output: int = 0
 
@@ -183,7 +184,7 @@ class Limiter:
 
         if self.request_meter is not None:
             self.request_meter.add(1, now)
-        admission = Admission(input_tokens=input_tokens, reserved_output=reserved)
+        admission = Admission(input_tokens=input_tokens, reserved_output=reserved, limiter_id=id(self))
         for name, charge in charges.items():
             admission.slots[name] = self.token_meters[name].add(charge, now)
         return admission
@@ -191,7 +192,7 @@ class Limiter:
     def charge_output(self, admission: Admission, tokens: int) -> None:
         """Charge output tokens as they are generated (admission input_then_output only)."""
         admission.charged_output += tokens
-        if self.reserve or tokens <= 0:
+        if self.reserve or tokens <= 0 or admission.limiter_id != id(self):
             return
         now = self.clock()
         for name in ("total", "output"):
@@ -200,7 +201,7 @@ class Limiter:
 
     def settle(self, admission: Admission) -> None:
         """Correct a reservation to the output really generated (admission reserve_max_tokens only)."""
-        if not self.reserve:
+        if not self.reserve or admission.limiter_id != id(self):
             return
         unused = admission.reserved_output - admission.charged_output
         now = self.clock()

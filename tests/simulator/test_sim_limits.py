@@ -236,3 +236,18 @@ def test_reserve_admission_blocks_concurrent_reservations() -> None:
 
     assert isinstance(first, Admission)
     assert second == "token"
+
+
+def test_reset_ignores_older_admissions() -> None:
+    clock = FakeClock()
+    config = make_config(admission="reserve_max_tokens", window_s=6.0)
+    old = Limiter(config, clock)
+    admission = old.admit(100, 1000)
+    assert isinstance(admission, Admission)
+    new = Limiter(config, clock)
+    new.admit(50, 10)
+
+    new.charge_output(admission, 40)
+    new.settle(admission)
+
+    assert new.token_meters["total"].used(clock.now) == 60  # type: ignore[union-attr]
