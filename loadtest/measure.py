@@ -174,8 +174,7 @@ class AttemptMeasurement:
         self.status_code = status_code
         lowered = {key.lower(): value for key, value in headers.items()}
         self.request_id = lowered.get("x-request-id") or lowered.get("x-dashscope-request-id") or self.request_id
-        if status_code >= 400 or status_code == 429:
-            self.retry_after_s = parse_retry_after(headers)
+        self.retry_after_s = parse_retry_after(headers)
 
     def on_http_error(self, error: StreamError, request_id: str | None) -> None:
         """Note the error body of a non-2xx response."""

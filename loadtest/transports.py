@@ -148,10 +148,11 @@ class FastTransport:
             measurement.on_response(response.status_code, dict(response.items()))
             if response.status_code != 200:
                 self._read_error_body(response, measurement)
-            elif "text/event-stream" in str(response.get("content-type", "")).lower():
-                needs_drain = self._read_stream(response, measurement, interpreter)
-            else:
+            elif "json" in str(response.get("content-type", "")).lower():
                 self._read_json_body(response, measurement, interpreter)
+            else:
+                # text/event-stream, or a stream sent without a content type.
+                needs_drain = self._read_stream(response, measurement, interpreter)
         except _Deadline:
             measurement.fail("timeout", "timeout", f"no complete response within request_timeout_s={timeout_s:g} s")
             _discard(response)
