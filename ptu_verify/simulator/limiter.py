@@ -9,6 +9,7 @@ input + max_tokens, corrected to the real output when the request ends.
 from __future__ import annotations
 
 import collections
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -134,7 +135,10 @@ class Admission:
 class Limiter:
     """Token, request and burst limits of one deployment. Not thread-safe: use it from one event loop."""
 
+    _ids = itertools.count(1)
+
     def __init__(self, config: SimulatorConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limiter_id = next(Limiter._ids)
         self.clock = clock
         self.reserve = config.admission == "reserve_max_tokens"
         self.burst_rps = config.burst_rps
@@ -184,7 +188,7 @@ class Limiter:
 
         if self.request_meter is not None:
             self.request_meter.add(1, now)
-        admission = Admission(input_tokens=input_tokens, reserved_output=reserved, limiter_id=id(self))
+        admission = Admission(input_tokens=input_tokens, reserved_output=reserved, limiter_id=self.limiter_id)
         for name, charge in charges.items():
             admission.slots[name] = self.token_meters[name].add(charge, now)
         return admission
@@ -192,7 +196,7 @@ class Limiter:
     def charge_output(self, admission: Admission, tokens: int) -> None:
         """Charge output tokens as they are generated (admission input_then_output only)."""
         admission.charged_output += tokens
-        if self.reserve or tokens <= 0 or admission.limiter_id != id(self):
+        if self.reserve or tokens <= 0 or admission.limiter_id != self.limiter_id:
             return
         now = self.clock()
         for name in ("total", "output"):
@@ -201,7 +205,7 @@ class Limiter:
 
     def settle(self, admission: Admission) -> None:
         """Correct a reservation to the output really generated (admission reserve_max_tokens only)."""
-        if not self.reserve or admission.limiter_id != id(self):
+        if not self.reserve or admission.limiter_id != self.limiter_id:
             return
         unused = admission.reserved_output - admission.charged_output
         now = self.clock()
