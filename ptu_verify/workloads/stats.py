@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from ..requests import RequestSpec
@@ -75,7 +75,6 @@ class WorkloadStats:
     max_target_error_tokens: int
     generation_requests_per_s: float  # measured without the first request; 0 when sample is 1
     thinking_requests: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def qpm_for_tpm(self, tpm: float) -> float:
         """Return the requests per minute that make ``tpm`` tokens per minute (max_tokens fully used)."""
