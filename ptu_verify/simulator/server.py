@@ -81,6 +81,7 @@ class SimulatorState:
                 "limiter": self.config.limiter,
                 "admission": self.config.admission,
             },
+            "config": self.config.public_dict(),
             "limiter_state": self.limiter.snapshot(),
             "active_requests": self.active_requests,
         }

@@ -241,3 +241,14 @@ def test_client_disconnect_is_recorded() -> None:
     assert entry["outcome"] == "client_disconnect"
     assert 1 <= entry["output_tokens"] < 500
     assert after.status_code == 200
+
+
+def test_stats_show_effective_config_without_key() -> None:
+    with start_simulator(make_config(api_key="sk-test-secret-1111", concurrency_knee=12)) as sim:
+        document = httpx.get(sim.base_url + "/sim/stats").text
+
+    config = json.loads(document)["config"]
+    assert "sk-test-secret-1111" not in document
+    assert config["api_key"] == "set"
+    assert config["effective_knee"] == 12
+    assert config["latency"]["speed_tps"] == 5000.0
