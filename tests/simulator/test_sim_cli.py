@@ -91,3 +91,18 @@ def test_missing_ptu_exits_2(run_cli) -> None:  # type: ignore[no-untyped-def]
 
     assert result.exit_code == 2
     assert "--ptu" in result.stderr
+
+
+def test_model_and_ptu_from_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "sim.yaml"
+    path.write_text("model: qwen-max-2025-01-25\nptu: 16\ndeployment_code: qwen-max-file\nwindow_s: 5\n")
+
+    with simulate_process("--config", str(path)) as (process, url):
+        stats = httpx.get(url + "/sim/stats", params={"requests": "0"}, timeout=30).json()
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=15)
+
+    assert stats["model"] == "qwen-max-2025-01-25"
+    assert stats["deployment_code"] == "qwen-max-file"
+    assert stats["capacity"]["tpm"] == 160_000
+    assert stats["capacity"]["window_s"] == 5.0
