@@ -47,7 +47,7 @@ _SECRET_VALUE = re.compile(r"\bsk-[A-Za-z0-9_-]{6,}")
 
 @dataclass(frozen=True)
 class AnalysisOptions:
-    """What ``analyze_run`` needs besides the run directory; model and ptu default to run.json."""
+    """Inputs of ``analyze_run`` besides the run directory; model and ptu default to run.json."""
 
     model: str | None = None
     ptu: int | None = None
@@ -108,7 +108,7 @@ class Summary:
         return bool(self.run.get("partial"))
 
     def note_texts(self) -> list[str]:
-        """The notes in the active language."""
+        """Return the notes in the active language."""
         return [_(template).format(**params) for template, params in self.notes]
 
     def to_dict(self) -> dict[str, Any]:
@@ -246,7 +246,7 @@ def _stage_entry(window: StageWindow, metrics: dict[str, Any], capacity_tpm: flo
 
 
 def _sustained(prepared: Prepared, stages: list[dict[str, Any]], policy: Policy) -> dict[str, Any]:
-    """The highest achieved stage TPM and its bootstrap confidence interval."""
+    """Find the highest achieved stage TPM and bootstrap its confidence interval."""
     candidates = [(index, stage) for index, stage in enumerate(stages) if stage["achieved_tpm"] is not None]
     if not candidates:
         return {"value": None, "ci_low": None, "ci_high": None, "stage": None, "level": policy.confidence.level}

@@ -130,8 +130,8 @@ def _read_block(task: tuple[str, int, int], columns: tuple[str, ...], float_colu
     with open(path, "rb") as handle:
         handle.seek(start)
         lines = handle.read(end - start).splitlines()
-    # Parsed rows are millions of small containers without cycles; the cyclic garbage collector
-    # would scan them again and again, so it is paused while they exist.
+    # Parsed rows are millions of small containers without reference cycles. The cyclic garbage
+    # collector would scan them again and again, so it is paused while they exist.
     collecting = gc.isenabled()
     gc.disable()
     try:
@@ -270,7 +270,7 @@ def _validate_plan(plan: dict[str, Any], path: Path) -> PlanInfo | None:
 
 
 def load_run(run_dir: Path) -> RunData:
-    """Read a run directory; raise InputError when it is missing or holds no records."""
+    """Read a run directory; raise InputError when it is missing or contains no records."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError(_("Run directory {path} does not exist. Give the directory that ptu-verify run wrote.").format(path=run_dir))

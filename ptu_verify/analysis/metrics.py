@@ -291,8 +291,8 @@ def time_series(frame: pd.DataFrame, bin_s: float = SERIES_BIN_S) -> dict[str, l
 
 def minute_windows(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Per wall-clock minute (UTC-aligned) totals, to set beside the Bailian console's minute figures."""
-    # NOTE: requests are placed in the minute they started; whether the console counts a
-    # request at its start or its end is not documented, so minutes near a boundary may differ.
+    # NOTE: requests are placed in the minute they started. Whether the console counts a request
+    # at its start or its end is not documented, so minutes near a boundary may differ.
     minute = (frame["started_at"] // 60.0 * 60.0).astype("int64")
     grouped = frame.assign(
         minute_at=minute,

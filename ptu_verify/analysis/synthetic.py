@@ -2,7 +2,7 @@
 
 The deployment is modelled at the record level, not simulated over the network: arrivals are
 evenly spaced at each stage's offered rate, and the share of requests above the delivered
-capacity is answered with 429 in a fixed, evenly spread pattern. The achieved TPM of every
+capacity is rejected with 429 in a fixed, evenly spread pattern. The achieved TPM of every
 stage is therefore min(offered, delivered) up to the token-count jitter.
 """
 
@@ -76,6 +76,15 @@ def effective_capacity_tpm(deployment: SyntheticDeployment) -> float:
     return float(min(capacity.total_tpm, capacity.qpm * (deployment.input_tokens + deployment.output_tokens)))
 
 
+def _ending(success: bool, throttled: bool, failure_message: str) -> dict[str, Any]:
+    """Status, outcome and error fields of a successful, throttled or failed request."""
+    if success:
+        return {"status_code": 200, "outcome": "ok", "error_code": None, "error_message": None}
+    if throttled:
+        return {"status_code": 429, "outcome": "throttled", "error_code": "Throttling.AllocationQuota", "error_message": "Allocated quota exceeded"}
+    return {"status_code": 500, "outcome": "http_error", "error_code": "InternalError", "error_message": failure_message}
+
+
 def _stage_records(
     rng: np.random.Generator, deployment: SyntheticDeployment, load: SyntheticLoad, stage: PlanStage, run_id: str, offset: int
 ) -> list[dict[str, Any]]:
@@ -133,10 +142,7 @@ def _stage_records(
                 "chunks": int(output_tokens[i]) if success else 0,
                 "gen_speed_tps": float(speed[i]) if success else None,
                 "finish_reason": "stop" if success else None,
-                "status_code": 200 if success else 429 if throttled else 500,
-                "outcome": "ok" if success else "throttled" if throttled else "http_error",
-                "error_code": None if success else "Throttling.AllocationQuota" if throttled else "InternalError",
-                "error_message": None if success else "Allocated quota exceeded" if throttled else load.failure_message,
+                **_ending(success, throttled, load.failure_message),
                 "retry_after_s": None,
                 "attempt": 1,
                 "user_latency_s": float(e2e[i]),

@@ -138,7 +138,7 @@ def svg_bar_chart(
 
 
 def svg_histogram(edges: Sequence[float], counts: Sequence[float], *, title: str, xlabel: str = "", ylabel: str = "", salt: str = "histogram") -> str:
-    """A histogram from precomputed bin edges and counts."""
+    """Draw a histogram from precomputed bin edges and counts."""
     with matplotlib.rc_context(_RC):
         figure = _new_figure()
         axes = figure.axes[0]

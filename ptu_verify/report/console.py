@@ -16,7 +16,7 @@ def _seconds(value: float | None) -> str:
 
 
 def action_text(recommendation: dict[str, Any]) -> str:
-    """The recommended action as a sentence, or how to get one when no target was given."""
+    """Return the recommended action as a sentence, or how to get one when no target was given."""
     action = recommendation.get("action")
     delta = abs(recommendation.get("ptu_delta") or 0)
     if action == "scale_up":

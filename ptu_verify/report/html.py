@@ -136,17 +136,11 @@ def _stage_headers() -> list[str]:
     ]
 
 
-def _charts(data: dict[str, Any]) -> list[dict[str, str]]:
+def _stage_charts(data: dict[str, Any]) -> list[str]:
     stages = data["stages"]
     labels = [stage["label"] for stage in stages]
     capacity_line = {_("Purchased capacity"): data["capacity"]["effective_tpm"]}
-    series = data["time_series"]
-    origin = series["origin_at"][0]
-    bin_s = series["bin_s"][0]
-    boundaries = [stage["start_at"] - origin for stage in stages[1:]] if len(stages) > 1 else []
-    minutes = [value / 60.0 for value in series["t_s"]]
-    boundary_minutes = [value / 60.0 for value in boundaries]
-    charts = [
+    return [
         svg_bar_chart(
             labels,
             {_("Offered TPM"): [stage["offered_tpm"] for stage in stages], _("Achieved TPM"): [stage["achieved_tpm"] for stage in stages]},
@@ -162,15 +156,6 @@ def _charts(data: dict[str, Any]) -> list[dict[str, str]]:
             percent=True,
             salt="throttled-by-stage",
         ),
-        svg_line_chart(
-            minutes,
-            {_("429 share"): series["throttled_share"]},
-            title=_("429 share over time ({seconds} s windows)").format(seconds=f"{bin_s:g}"),
-            xlabel=_("minutes since the first request"),
-            vlines=boundary_minutes,
-            percent=True,
-            salt="throttled-over-time",
-        ),
         svg_bar_chart(
             labels,
             {name: [stage["ttft_s"][key] for stage in stages] for name, key in (("p50", "p50"), ("p90", "p90"), ("p95", "p95"), ("p99", "p99"))},
@@ -185,6 +170,27 @@ def _charts(data: dict[str, Any]) -> list[dict[str, str]]:
             xlabel=_("tokens per second"),
             ylabel=_("requests"),
             salt="speed-histogram",
+        ),
+    ]
+
+
+def _time_charts(data: dict[str, Any]) -> list[str]:
+    stages = data["stages"]
+    capacity_line = {_("Purchased capacity"): data["capacity"]["effective_tpm"]}
+    series = data["time_series"]
+    origin = series["origin_at"][0]
+    bin_s = series["bin_s"][0]
+    minutes = [value / 60.0 for value in series["t_s"]]
+    boundary_minutes = [(stage["start_at"] - origin) / 60.0 for stage in stages[1:]]
+    return [
+        svg_line_chart(
+            minutes,
+            {_("429 share"): series["throttled_share"]},
+            title=_("429 share over time ({seconds} s windows)").format(seconds=f"{bin_s:g}"),
+            xlabel=_("minutes since the first request"),
+            vlines=boundary_minutes,
+            percent=True,
+            salt="throttled-over-time",
         ),
         svg_line_chart(
             minutes,
@@ -205,8 +211,11 @@ def _charts(data: dict[str, Any]) -> list[dict[str, str]]:
             salt="qpm-over-time",
         ),
     ]
+
+
+def _charts(data: dict[str, Any]) -> list[dict[str, str]]:
     # The SVG comes from matplotlib, which escapes the text it draws, so it is inserted as markup.
-    return [{"svg": markupsafe.Markup(chart)} for chart in charts]
+    return [{"svg": markupsafe.Markup(chart)} for chart in [*_stage_charts(data), *_time_charts(data)]]
 
 
 def _variant_rows(data: dict[str, Any]) -> list[list[str]]:
