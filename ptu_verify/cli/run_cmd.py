@@ -98,7 +98,7 @@ def _parse_settings(values: tuple[str, ...]) -> dict[str, Any]:
     default=DEFAULT_API_KEY_ENV,
     show_default=True,
     metavar="NAME",
-    help=_("Environment variable that holds the API key (used with --base-url). The key is never a flag and never printed."),
+    help=_("Environment variable that contains the API key (used with --base-url). The key is never a flag and never printed."),
 )
 @click.option(
     "--simulator",

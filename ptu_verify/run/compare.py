@@ -54,7 +54,7 @@ Status = Literal["regression", "improvement", "unchanged", "insufficient_data"]
 
 @dataclass(frozen=True)
 class MetricInfo:
-    """How one compared metric is read: its direction and how its minimum change is measured."""
+    """A compared metric: its better direction and whether its minimum change is relative or absolute."""
 
     name: str
     direction: Direction

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..i18n import _
+from .compare import RunSide
 
 __all__ = ["HISTORY_SCHEMA", "HistoryPoint", "History", "collect_history", "history_point", "write_history_json"]
 
@@ -20,19 +21,10 @@ HISTORY_SCHEMA = "ptu-verify/history-v1"
 
 @dataclass(frozen=True)
 class HistoryPoint:
-    """The key figures of one run, read from its summary.json and run.json."""
+    """The key figures of one run, read from its summary.json."""
 
-    run_dir: str
-    run_id: str | None
-    started_at: float | None
-    deployment_code: str | None
-    model: str | None
-    ptu: int | None
-    workload: str | None
-    plan: str | None
+    run: RunSide
     verdict: str | None
-    simulated: bool
-    partial: bool
     capacity_tpm: float | None
     sustained_tpm: float | None
     sustained_tpm_ci_low: float | None
@@ -98,7 +90,7 @@ def history_point(run_dir: Path) -> HistoryPoint:
     capacity_tpm = _number(capacity.get("effective_tpm")) or _number(capacity.get("tpm"))
     sustained_tpm = _number(sustained.get("value"))
     ptu = _number(run.get("ptu"))
-    return HistoryPoint(
+    side = RunSide(
         run_dir=str(run_dir),
         run_id=run.get("run_id"),
         started_at=_number(run.get("started_at")),
@@ -107,9 +99,12 @@ def history_point(run_dir: Path) -> HistoryPoint:
         ptu=int(ptu) if ptu is not None else None,
         workload=run.get("workload"),
         plan=run.get("plan"),
-        verdict=summary.get("verdict"),
         simulated=bool(run.get("simulated")),
         partial=bool(run.get("partial")),
+    )
+    return HistoryPoint(
+        run=side,
+        verdict=summary.get("verdict"),
         capacity_tpm=capacity_tpm,
         sustained_tpm=sustained_tpm,
         sustained_tpm_ci_low=_number(sustained.get("ci_low")),
@@ -151,7 +146,7 @@ def collect_history(paths: list[Path]) -> History:
         raise InputError(_("No analysed run found in {paths}. Each run directory needs a summary.json (ptu-verify run or ptu-verify analyze writes it).").format(
             paths=", ".join(str(path) for path in paths)
         ))
-    points.sort(key=lambda point: (point.started_at is None, point.started_at or 0.0, point.run_dir))
+    points.sort(key=lambda point: (point.run.started_at is None, point.run.started_at or 0.0, point.run.run_dir))
     return History(points=points, skipped=skipped)
 
 

@@ -68,6 +68,7 @@ class LoadSettings:
     stages: tuple[float, ...] | None = None  # fractions of the purchased capacity
     stage_duration_s: float | None = None
     warmup_s: float | None = None
+    arrival: str | None = None  # poisson | constant
     simulator_knobs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -76,18 +77,22 @@ class LoadSettings:
 ACCEPTANCE = LoadSettings(plan="acceptance")
 
 # The out-of-the-box demo on the built-in simulator: five short steps through saturation,
-# 5 × (5 s warm-up + 25 s measured) = 2 min 30 s. The simulator's limiter window is 10 s instead of
-# Bailian's 60 s, so throttling settles within a 25 s stage.
+# 5 × (5 s warm-up + 25 s measured) = 2 min 30 s. Arrivals are constant instead of Poisson, so the
+# 100 % stage offers exactly the capacity and the verdict does not hinge on a random burst in a short
+# stage. The simulator's limiter window is 12 s instead of Bailian's 60 s, so throttling settles
+# within a 25 s stage; 12 s also makes the per-window budget of the default 8 PTU a whole number.
 SIMULATOR_DEMO = LoadSettings(
     plan="step",
     stages=(0.5, 0.75, 1.0, 1.25, 1.5),
     stage_duration_s=30.0,
     warmup_s=5.0,
-    simulator_knobs={"window_s": 10.0},
+    arrival="constant",
+    simulator_knobs={"window_s": 12.0},
 )
 
-# Analysis policy of the demo, written into the run directory: a 25 s stage of the default workload at
-# half capacity holds about 40 requests, under the 100 that the default policy wants per stage.
+# Analysis policy of the demo, written into the run directory: a 25 s stage at half capacity contains
+# about 40 requests of the default workload (QPM-bound at 8 PTU), under the 100 that the default
+# policy wants per stage.
 SIMULATOR_DEMO_POLICY = """\
 # Policy of the simulator demo (short stages); a real deployment uses the default policy.
 [data]
@@ -163,6 +168,7 @@ def load_settings(options: RunOptions) -> LoadSettings:
         stages=options.stages if options.stages is not None else preset.stages,
         stage_duration_s=options.stage_duration_s if options.stage_duration_s is not None else preset.stage_duration_s,
         warmup_s=options.warmup_s if options.warmup_s is not None else preset.warmup_s,
+        arrival=preset.arrival,
         simulator_knobs=knobs,
     )
 
@@ -190,7 +196,7 @@ def locustfile_path() -> Path:
     return path
 
 
-def _format_seconds(value: float) -> str:
+def _format_number(value: float) -> str:
     return f"{value:g}"
 
 
@@ -216,20 +222,25 @@ def build_locust_command(options: RunOptions, settings: LoadSettings, *, host: s
         "--ptu", str(options.ptu),
         "--api-key-env", options.api_key_env,
     ]  # fmt: skip
+
     if options.processes > 1:
         # Locust's master binds *:5557 by default; a private loopback port keeps parallel runs apart.
         port = str(_free_port())
         command += ["--processes", str(options.processes), "--master-bind-host", "127.0.0.1", "--master-bind-port", port, "--master-port", port]
+
     if options.workload:
         command += ["--workload", options.workload]
     if settings.stages is not None:
-        command += ["--stages", ",".join(_format_seconds(value) for value in settings.stages)]
+        command += ["--stages", ",".join(_format_number(value) for value in settings.stages)]
     if settings.stage_duration_s is not None:
-        command += ["--stage-duration", _format_seconds(settings.stage_duration_s)]
+        command += ["--stage-duration", _format_number(settings.stage_duration_s)]
     if settings.warmup_s is not None:
-        command += ["--warmup", _format_seconds(settings.warmup_s)]
+        command += ["--warmup", _format_number(settings.warmup_s)]
+    if settings.arrival is not None:
+        command += ["--arrival", settings.arrival]
+
     if options.max_duration_s is not None:
-        command += ["--max-duration", _format_seconds(options.max_duration_s)]
+        command += ["--max-duration", _format_number(options.max_duration_s)]
     if options.max_total_tokens is not None:
         command += ["--max-total-tokens", str(options.max_total_tokens)]
     if options.seed is not None:
@@ -372,7 +383,7 @@ def _overrun_deadline(plan: Any, options: RunOptions, started: float) -> float |
 
 
 def _update_run_info(run_dir: Path, options: RunOptions, *, simulated: bool, partial: bool) -> None:
-    """Add what only the orchestrator knows to run.json: simulated target, partial run, model and PTUs."""
+    """Add the orchestrator's facts to run.json: simulated target, partial run, model and PTUs."""
     path = run_dir / "run.json"
     try:
         info: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))

@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 # Achieved TPM is measured over the requests that ended in this trailing window, clipped to the stage.
 ACHIEVED_WINDOW_S = 30.0
 MIN_WINDOW_S = 5.0
+# The window ends this long before now: a record reaches the file up to a second after its request
+# ended (the writer flushes every second), and counting the unflushed tail as empty would understate TPM.
+REPORTING_LAG_S = 2.0
 
 
 @dataclass
@@ -90,7 +93,7 @@ def read_plan(run_dir: Path) -> PlanInfo | None:
 
 @dataclass(frozen=True)
 class ProgressSnapshot:
-    """What the live progress line shows at one moment."""
+    """The figures of the live progress line at one moment."""
 
     at: float  # Unix time of the snapshot
     stage: str | None  # label of the running stage; None before the first or after the last
@@ -98,7 +101,7 @@ class ProgressSnapshot:
     stage_count: int
     measuring: bool  # inside the stage's measured span (after its warm-up)
     offered_tpm: float | None
-    achieved_tpm: float | None  # ok requests' input + output tokens in the trailing window, per minute
+    achieved_tpm: float | None  # ok requests' input + output tokens in the window, per minute
     window_s: float  # length of that window
     requests: int  # attempts that ended in the window
     throttled_share: float | None  # share of those attempts that were throttled
@@ -145,15 +148,16 @@ def compute_progress(records: list[dict[str, Any]], plan: PlanInfo | None, now: 
     index = _current_stage(stages, now)
     stage = stages[index] if index is not None else None
 
-    # The window trails ``now`` but does not reach back into the previous stage unless it is
+    # The window trails ``now`` but does not reach back into the previous stage unless it would be
     # shorter than MIN_WINDOW_S, when a rate over a second or two would be mostly noise.
-    window_start = now - ACHIEVED_WINDOW_S
+    window_end = now - REPORTING_LAG_S
+    window_start = window_end - ACHIEVED_WINDOW_S
     if stage is not None:
         window_start = max(window_start, stage["start_at"])
-    window_start = min(window_start, now - MIN_WINDOW_S)
-    window_s = now - window_start
+    window_start = min(window_start, window_end - MIN_WINDOW_S)
+    window_s = window_end - window_start
 
-    in_window = [record for record in records if (ended := _ended_at(record)) is not None and window_start <= ended <= now]
+    in_window = [record for record in records if (ended := _ended_at(record)) is not None and window_start <= ended < window_end]
     ok = [record for record in in_window if record.get("outcome") == "ok"]
     tokens = sum((record.get("input_tokens") or 0) + (record.get("output_tokens") or 0) for record in ok)
     ttfts = [float(record["ttft_s"]) for record in ok if isinstance(record.get("ttft_s"), (int, float))]

@@ -137,7 +137,7 @@ def _timestamp(value: float | None) -> str:
 
 
 def _run_label(point: HistoryPoint) -> str:
-    return Path(point.run_dir).name
+    return Path(point.run.run_dir).name
 
 
 def format_history_table(history: History) -> str:
@@ -145,10 +145,10 @@ def format_history_table(history: History) -> str:
     headers = [_("started"), _("run"), _("verdict"), _("sustained TPM"), _("of capacity"), _("TTFT p95"), _("speed p50"), _("429 share")]
     rows = []
     for point in history.points:
-        verdict = (point.verdict or "-").upper() + (" *" if point.simulated else "")
+        verdict = (point.verdict or "-").upper() + (" *" if point.run.simulated else "")
         rows.append(
             [
-                _timestamp(point.started_at),
+                _timestamp(point.run.started_at),
                 _run_label(point),
                 verdict,
                 format_metric_value("achieved_tpm", point.sustained_tpm),
@@ -159,7 +159,7 @@ def format_history_table(history: History) -> str:
             ]
         )
     lines = [render_table(headers, rows)]
-    if any(point.simulated for point in history.points):
+    if any(point.run.simulated for point in history.points):
         lines.append(_("* against the built-in simulator"))
     for path, reason in history.skipped:
         lines.append(_("Skipped {path}: {reason}").format(path=path, reason=reason))
@@ -299,11 +299,11 @@ def render_history_html(history: History) -> str:
         rows.append(
             {
                 "index": str(index),
-                "started": _timestamp(point.started_at),
-                "run": point.run_dir,
-                "target": f"{point.model or '-'} × {point.ptu or '-'} PTU",
+                "started": _timestamp(point.run.started_at),
+                "run": point.run.run_dir,
+                "target": f"{point.run.model or '-'} × {point.run.ptu or '-'} PTU",
                 "verdict": point.verdict or "",
-                "verdict_text": verdicts.get(point.verdict or "", point.verdict or "-") + (" · " + _("SIMULATED") if point.simulated else ""),
+                "verdict_text": verdicts.get(point.verdict or "", point.verdict or "-") + (" · " + _("SIMULATED") if point.run.simulated else ""),
                 "sustained": format_metric_value("achieved_tpm", point.sustained_tpm),
                 "delivered": "-" if point.delivered_fraction is None else f"{point.delivered_fraction * 100:.1f} %",
                 "ttft_p95": format_metric_value("ttft_p95_s", point.ttft_p95_s),
@@ -315,7 +315,7 @@ def render_history_html(history: History) -> str:
         "lang": "zh-CN" if get_language() == "zh" else "en",
         "title": _("ptu-verify history"),
         "summary": _("{count} runs from {first} to {last}.").format(
-            count=len(history.points), first=_timestamp(history.points[0].started_at), last=_timestamp(history.points[-1].started_at)
+            count=len(history.points), first=_timestamp(history.points[0].run.started_at), last=_timestamp(history.points[-1].run.started_at)
         ),
         "charts_title": _("Trend"),
         "charts": _history_charts(history),

@@ -48,7 +48,7 @@ def write_run(
         }
         stages.append(stage)
         rate_per_s = offered_tpm / TOKENS_PER_REQUEST / 60.0
-        # A token bucket that refills at the capacity and holds at most 5 requests' tokens.
+        # A token bucket that refills at the capacity and contains at most 5 requests' tokens.
         bucket_tokens = 5.0 * TOKENS_PER_REQUEST
         at = start
         while True:

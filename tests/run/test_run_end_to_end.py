@@ -163,7 +163,8 @@ def test_compare_flags_planted_ttft_factor(simulator_run: FinishedRun, degraded_
     assert "achieved_tpm" not in half["regressions"]
     assert "throttled_share" not in half["regressions"]
     html = (tmp_path / "compare.html").read_text()
-    assert "<svg" in html and "<script" not in html
+    assert "<svg" in html
+    assert "<script" not in html
 
 
 @pytest.mark.slow

@@ -77,10 +77,11 @@ def test_tail_reads_worker_files_appearing_later(tmp_path: Path) -> None:
 
 
 def test_progress_in_measured_stage() -> None:
-    # 100% stage: 30 s window from T0+90 to T0+120, every second an ok request of 1000 tokens ends,
-    # and every fourth second also a throttled one.
+    # 100% stage. One ok request of 1000 tokens ends every second from T0+91 to T0+120, and a
+    # throttled attempt ends at T0+93, 97, … The window is [T0+87.9, T0+117.9). It is 30 s long
+    # and ends 2 s before now, because the newest records may not be flushed yet.
     records = [record(T0 + 60 + second - 2.0) for second in range(31, 61)]
-    records += [record(T0 + 60 + second, outcome="throttled") for second in range(31, 61, 4)]
+    records += [record(T0 + 60 + second - 0.05, outcome="throttled") for second in range(33, 61, 4)]
     snapshot = compute_progress(records, plan(), now=T0 + 119.9)
 
     assert snapshot.stage == "100%"
@@ -88,21 +89,32 @@ def test_progress_in_measured_stage() -> None:
     assert snapshot.measuring
     assert snapshot.offered_tpm == 200_000.0
     assert snapshot.window_s == pytest.approx(30.0)
-    ok_in_window = sum(1 for row in records if row["outcome"] == "ok" and T0 + 89.9 <= row["started_at"] + row["e2e_s"] <= T0 + 119.9)
-    assert snapshot.achieved_tpm == pytest.approx(ok_in_window * 1000 / 30.0 * 60.0)
-    throttled = sum(1 for row in records if row["outcome"] == "throttled" and T0 + 89.9 <= row["started_at"] + 0.05 <= T0 + 119.9)
-    assert snapshot.throttled_share == pytest.approx(throttled / (ok_in_window + throttled))
+    ok_ends = list(range(91, 118))  # T0+91 … T0+117
+    throttled_ends = list(range(93, 118, 4))  # T0+93 … T0+117
+    assert snapshot.requests == len(ok_ends) + len(throttled_ends)
+    assert snapshot.achieved_tpm == pytest.approx(len(ok_ends) * 1000 / 30.0 * 60.0)
+    assert snapshot.throttled_share == pytest.approx(len(throttled_ends) / (len(ok_ends) + len(throttled_ends)))
     assert snapshot.ttft_p50_s == pytest.approx(0.5)
     assert snapshot.time_left_s == pytest.approx(0.1)
 
 
 def test_progress_window_clipped_to_stage_start() -> None:
     # 10 s into the second stage only its own requests count, not the first stage's.
-    records = [record(T0 + 40, tokens=(10_000, 0))] + [record(T0 + 61 + second) for second in range(5)]
+    records = [record(T0 + 40, tokens=(10_000, 0))] + [record(T0 + 59 + second) for second in range(5)]
     snapshot = compute_progress(records, plan(), now=T0 + 70)
-    assert snapshot.window_s == pytest.approx(10.0)
-    assert snapshot.achieved_tpm == pytest.approx(5 * 1000 / 10.0 * 60.0)
+    assert snapshot.window_s == pytest.approx(8.0)
+    assert snapshot.requests == 5
+    assert snapshot.achieved_tpm == pytest.approx(5 * 1000 / 8.0 * 60.0)
     assert snapshot.measuring
+
+
+def test_progress_window_reaches_back_early_in_stage() -> None:
+    # 3 s into a stage the window still spans MIN_WINDOW_S, partly in the previous stage.
+    records = [record(T0 + 53.5), record(T0 + 56)]
+    snapshot = compute_progress(records, plan(), now=T0 + 63)
+    assert snapshot.window_s == pytest.approx(5.0)
+    assert snapshot.requests == 1  # the request ending at T0+55.5 is before the window [T0+56, T0+61)
+    assert not snapshot.measuring
 
 
 def test_progress_warm_up_flag() -> None:
