@@ -152,7 +152,6 @@ class AttemptMeasurement:
     usage: Usage | None = None
     finish_reason: str | None = None
     saw_done: bool = False
-    stream_ended: bool = False
     text_parts: list[str] = field(default_factory=list)
 
     # -- transport callbacks
@@ -216,7 +215,6 @@ class AttemptMeasurement:
 
     def mark_stream_end(self, at: float | None = None) -> None:
         """Note that the stream ended (with or without a completion marker) at perf_counter ``at``."""
-        self.stream_ended = True
         self.end_perf = time.perf_counter() if at is None else at
 
     def fail(self, outcome: Outcome, error_code: str | None, message: str | None) -> None:

@@ -145,8 +145,8 @@ class OpenAISDKTransport:
                         measurement.on_updates([update], read_at)
                     if measurement.stopped_early or read_at > deadline_perf:
                         break
+                measurement.mark_stream_end(self._current.last_read_perf)
                 stream.close()
-                measurement.mark_stream_end()
                 if not measurement.stopped_early and time.perf_counter() > deadline_perf:
                     _fail_timeout(measurement, timeout_s)
         except _Deadline:
@@ -299,7 +299,7 @@ class DashScopeSDKTransport:
                     if measurement.stopped_early or measurement.http_error is not None or read_at > deadline_perf:
                         break
                 self._take_response_info(measurement)
-                measurement.mark_stream_end()
+                measurement.mark_stream_end(self._current.last_read_perf)
                 if measurement.stream_error is None and measurement.http_error is None and time.perf_counter() > deadline_perf:
                     _fail_timeout(measurement, timeout_s)
         except _Deadline:
