@@ -15,7 +15,7 @@ import numpy as np
 from ..catalog import Capacity, ModelSpec, load_catalog
 from ..errors import ExitCode, InputError
 from ..i18n import _
-from ..sizing import Prices
+from ..sizing import MAX_HEADROOM, Prices
 from .load import RunData, load_run, stage_list
 from .metrics import (
     Prepared,
@@ -260,7 +260,9 @@ def _sustained(prepared: Prepared, stages: list[dict[str, Any]], policy: Policy)
         start, end = window.measure_start_at, window.end_at
     else:
         times = frame["ended_at"].to_numpy()[selected]
-        start, end = float(np.nanmin(times)), float(np.nanmax(times))
+        finite = np.isfinite(times)
+        times, amounts = times[finite], amounts[finite]
+        start, end = (float(times.min()), float(times.max())) if times.size else (0.0, 0.0)
     rule = policy.confidence
     low, high = bootstrap_rate_ci(times, amounts, start, end, window_s=rule.window_s, resamples=rule.resamples, level=rule.level, seed=rule.seed)
     return {"value": stage["achieved_tpm"], "ci_low": low, "ci_high": high, "stage": stage["label"], "level": rule.level, "window_s": rule.window_s}
@@ -288,6 +290,10 @@ def analyze_run(run_dir: Path, options: AnalysisOptions | None = None) -> Summar
     """Read ``run_dir`` and compute the summary; raise InputError for a missing or empty run."""
     started = time.perf_counter()
     options = options or AnalysisOptions()
+    if not 0 <= options.headroom <= MAX_HEADROOM:
+        raise InputError(
+            _("--headroom must be between 0 and {max} (a fraction: 0.2 means 20 %), got {value}.").format(max=MAX_HEADROOM, value=options.headroom)
+        )
     data = load_run(Path(run_dir))
     policy = load_policy(options.policy_path)
     spec, ptu, capacity = _resolve_capacity(data, options)

@@ -150,6 +150,8 @@ def steady_state_rate(ended_at: np.ndarray, amounts: np.ndarray) -> tuple[float 
     once and completed one per second from t=10 to t=49 give 39 / 39 s = 1.0 per second. Returns
     (events per second, amount per second), None when fewer than two completions are spread in time.
     """
+    finite = np.isfinite(ended_at)
+    ended_at, amounts = ended_at[finite], amounts[finite]
     order = np.argsort(ended_at, kind="stable")
     times = ended_at[order]
     if times.size < 2 or times[-1] <= times[0]:
@@ -185,7 +187,8 @@ def group_metrics(group: pd.DataFrame, span_s: float, *, from_plan: bool) -> dic
     reserved = (ok["max_tokens"] - ok["output_n"]).clip(lower=0.0)
     steady_qps, steady_tps = steady_state_rate(ok["ended_at"].to_numpy(), ok["total_n"].to_numpy())
     ends = ok["ended_at"].to_numpy()
-    elapsed_s = float(np.nanmax(ends) - group["started_at"].min()) if len(ok) else 0.0
+    ends = ends[np.isfinite(ends)]
+    elapsed_s = float(ends.max() - group["started_at"].min()) if ends.size else 0.0
 
     if from_plan and span_s > 0:
         minutes = span_s / 60.0

@@ -59,7 +59,7 @@ def _capacity_check(stages: list[dict[str, Any]], capacity_tpm: float, policy: P
     target = rule.min_delivered_fraction * capacity_tpm
     measured = [stage for stage in stages if stage["achieved_tpm"] is not None]
     if not measured:
-        return Check("capacity_delivered", "inconclusive", "No stage has successful requests, so the delivered capacity is unknown.")
+        return Check("capacity_delivered", "inconclusive", "No stage has a measurable achieved TPM (too few successful requests), so the delivered capacity is unknown.")
 
     unthrottled = [stage for stage in measured if (stage["throttled_share"] or 0.0) <= rule.max_throttled_share + _EPSILON]
     if unthrottled:

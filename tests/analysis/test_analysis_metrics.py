@@ -242,3 +242,14 @@ def test_stray_timestamp_widens_series_bins(tmp_path: Path) -> None:
     assert summary.time_series["bin_s"][0] > 10.0
     assert len(summary.time_series["t_s"]) <= 5001
     assert summary.overall["requests"] == 6
+
+
+def test_sparse_records_give_inconclusive(tmp_path: Path) -> None:
+    # Successes without end-to-end times cannot give a completion rate, and must not crash.
+    records = [record(started_at=T0 + index, e2e_s=None) for index in range(10)]
+    summary = analyze_run(write_run(tmp_path, records))
+
+    assert summary.verdict == "inconclusive"
+    assert summary.stages[0]["achieved_tpm"] is None
+    assert summary.sustained_tpm["value"] is None
+    assert "No stage has a measurable achieved TPM" in summary.reasons[0]
