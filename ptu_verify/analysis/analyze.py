@@ -245,6 +245,16 @@ def _stage_entry(window: StageWindow, metrics: dict[str, Any], capacity_tpm: flo
     }
 
 
+def _throttle_onset(stages: list[dict[str, Any]], policy: Policy) -> dict[str, Any] | None:
+    """Return the least-offered stage whose 429 share exceeds the policy's limit, or None."""
+    limit = policy.capacity.max_throttled_share
+    throttled = [stage for stage in stages if stage["offered_fraction"] is not None and (stage["throttled_share"] or 0.0) > limit]
+    if not throttled:
+        return None
+    onset = min(throttled, key=lambda stage: stage["offered_fraction"])
+    return {"stage": onset["label"], "offered_fraction": onset["offered_fraction"], "throttled_share": onset["throttled_share"]}
+
+
 def _sustained(prepared: Prepared, stages: list[dict[str, Any]], policy: Policy) -> dict[str, Any]:
     """Find the highest achieved stage TPM and bootstrap its confidence interval."""
     candidates = [(index, stage) for index, stage in enumerate(stages) if stage["achieved_tpm"] is not None]
@@ -318,6 +328,7 @@ def analyze_run(run_dir: Path, options: AnalysisOptions | None = None) -> Summar
         metrics = group_metrics(group, window.measured_s, from_plan=window.from_plan)
         stages.append(_stage_entry(window, metrics, effective_tpm, float(capacity.qpm), tokens_per_request))
     overall["utilization"] = overall["achieved_tpm"] / effective_tpm if overall["achieved_tpm"] is not None else None
+    overall["throttle_onset"] = _throttle_onset(stages, policy)
     overall["offered_tpm_observed"] = overall["first_attempts"] / (total_span_s / 60.0) * tokens_per_request if total_span_s > 0 and tokens_per_request else None
     overall["offered_qpm_observed"] = overall["first_attempts"] / (total_span_s / 60.0) if total_span_s > 0 else None
 

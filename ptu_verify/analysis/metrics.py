@@ -172,6 +172,9 @@ def group_metrics(group: pd.DataFrame, span_s: float, *, from_plan: bool) -> dic
     """
     ok = group[group["ok"].to_numpy()]
     attempts = len(group)
+    # Retries (attempt > 1) share the user request of their first attempt, which ends in at most one success.
+    first = group["attempt"].to_numpy() <= 1
+    first_attempts = int(first.sum())
     throttled = int(group["throttled"].sum())
     failed = group[~group["ok"].to_numpy() & ~group["throttled"].to_numpy()]
     by_kind = group.loc[group["throttled"].to_numpy(), "throttle_kind"].value_counts()
@@ -206,7 +209,10 @@ def group_metrics(group: pd.DataFrame, span_s: float, *, from_plan: bool) -> dic
     return {
         "requests": attempts,
         "ok_requests": len(ok),
-        "first_attempts": int((group["attempt"].to_numpy() <= 1).sum()),
+        "first_attempts": first_attempts,
+        "retried_attempts": attempts - first_attempts,
+        "first_attempt_throttled_share": _safe_share(int((group["throttled"].to_numpy() & first).sum()), first_attempts),
+        "user_success_share": _safe_share(len(ok), first_attempts),
         "throttled": throttled,
         "throttled_share": _safe_share(throttled, attempts),
         "throttled_by_kind": {str(kind): int(count) for kind, count in by_kind.items() if count},

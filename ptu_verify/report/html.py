@@ -264,6 +264,12 @@ def _overall_rows(data: dict[str, Any]) -> list[list[str]]:
     overall = data["overall"]
     method = _("measured span") if overall["rate_method"] == "measured_span" else _("steady state (between first and last completion)")
     by_kind = ", ".join(f"{kind} {count}" for kind, count in overall["throttled_by_kind"].items()) or "-"
+    onset_data = overall.get("throttle_onset")
+    onset = "-"
+    if onset_data:
+        onset = _("{stage}: {share} 429s at {offered} of capacity").format(
+            stage=onset_data["stage"], share=_percent(onset_data["throttled_share"]), offered=_percent(onset_data["offered_fraction"], 0)
+        )
     by_outcome = ", ".join(f"{outcome} {count}" for outcome, count in overall["failed_by_outcome"].items()) or "-"
     return [
         [_("Achieved TPM (input / output / total)"), f'{_number(overall["achieved_input_tpm"])} / {_number(overall["achieved_output_tpm"])} / {_number(overall["achieved_tpm"])}'],
@@ -274,6 +280,10 @@ def _overall_rows(data: dict[str, Any]) -> list[list[str]]:
         [_("Naive QPM (all successes ÷ first start to last end)"), _number(overall["naive_qpm"], 1)],
         [_("Tokens per successful request"), _number(overall["tokens_per_request"])],
         [_("429 by limit"), by_kind],
+        [_("429 onset (first stage above the limit)"), onset],
+        [_("429 share of first attempts (without retries)"), _percent(overall["first_attempt_throttled_share"])],
+        [_("Retried attempts"), str(overall["retried_attempts"])],
+        [_("User requests that succeeded (retries included)"), _percent(overall["user_success_share"])],
         [_("Other failures by outcome"), by_outcome],
         [_("Reserved but unused tokens per minute (max_tokens − output)"), _number(overall["reserved_unused_tpm"])],
         [_("Share of successes with estimated tokens"), _percent(overall["tokens_estimated_share"])],

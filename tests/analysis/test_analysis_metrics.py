@@ -253,3 +253,21 @@ def test_sparse_records_give_inconclusive(tmp_path: Path) -> None:
     assert summary.stages[0]["achieved_tpm"] is None
     assert summary.sustained_tpm["value"] is None
     assert "No stage has a measurable achieved TPM" in summary.reasons[0]
+
+
+def test_retries_and_first_attempt_shares(tmp_path: Path) -> None:
+    throttled = {"outcome": "throttled", "status_code": 429, "error_code": "Throttling.RateQuota", "input_tokens": None, "output_tokens": None}
+    records = [
+        record(started_at=T0, **throttled),
+        record(started_at=T0 + 1, attempt=2),  # the retry of the first request succeeds
+        record(started_at=T0 + 2, **throttled),
+        record(started_at=T0 + 3, attempt=2, **throttled),  # this user request never succeeds
+        record(started_at=T0 + 4),
+    ]
+    overall = analyze_run(write_run(tmp_path, records)).overall
+
+    assert overall["first_attempts"] == 3
+    assert overall["retried_attempts"] == 2
+    assert overall["first_attempt_throttled_share"] == pytest.approx(2 / 3)
+    assert overall["throttled_share"] == pytest.approx(3 / 5)
+    assert overall["user_success_share"] == pytest.approx(2 / 3)

@@ -55,6 +55,8 @@ def test_throttling_at_70_percent_fails(tmp_path: Path) -> None:
     assert "stage 80%" in summary.reasons[1]
     assert stage(summary, "80%")["throttled_share"] == pytest.approx(1 - 0.7 / 0.8)
     assert stage(summary, "50%")["throttled_share"] == 0.0
+    assert summary.overall["throttle_onset"]["stage"] == "80%"
+    assert summary.overall["throttle_onset"]["offered_fraction"] == pytest.approx(0.8)
 
 
 def test_ttft_objective_fails_at_three_times_ttft(tmp_path: Path) -> None:
