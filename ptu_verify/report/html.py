@@ -262,7 +262,8 @@ def _health_rows(health: dict[str, Any]) -> list[list[str]]:
 
 def _overall_rows(data: dict[str, Any]) -> list[list[str]]:
     overall = data["overall"]
-    method = _("measured span") if overall["rate_method"] == "measured_span" else _("steady state (between first and last completion)")
+    from_plan = overall["rate_method"] == "measured_span"
+    method = _("measured span") if from_plan else _("steady state (between first and last completion)")
     by_kind = ", ".join(f"{kind} {count}" for kind, count in overall["throttled_by_kind"].items()) or "-"
     onset_data = overall.get("throttle_onset")
     onset = "-"
@@ -271,13 +272,11 @@ def _overall_rows(data: dict[str, Any]) -> list[list[str]]:
             stage=onset_data["stage"], share=_percent(onset_data["throttled_share"]), offered=_percent(onset_data["offered_fraction"], 0)
         )
     by_outcome = ", ".join(f"{outcome} {count}" for outcome, count in overall["failed_by_outcome"].items()) or "-"
-    return [
+    rows = [
         [_("Achieved TPM (input / output / total)"), f'{_number(overall["achieved_input_tpm"])} / {_number(overall["achieved_output_tpm"])} / {_number(overall["achieved_tpm"])}'],
         [_("Cached and reasoning TPM (already in the totals)"), f'{_number(overall["achieved_cached_tpm"])} / {_number(overall["achieved_reasoning_tpm"])}'],
         [_("Achieved QPM"), _number(overall["achieved_qpm"], 1)],
         [_("Rate method"), method],
-        [_("Steady-state QPM (completions)"), _number(overall["steady_state_qpm"], 1)],
-        [_("Naive QPM (all successes ÷ first start to last end)"), _number(overall["naive_qpm"], 1)],
         [_("Tokens per successful request"), _number(overall["tokens_per_request"])],
         [_("429 by limit"), by_kind],
         [_("429 onset (first stage above the limit)"), onset],
@@ -290,6 +289,14 @@ def _overall_rows(data: dict[str, Any]) -> list[list[str]]:
         [_("TTFA p50 / p95"), f'{_seconds(overall["ttfa_s"]["p50"])} / {_seconds(overall["ttfa_s"]["p95"])} s'],
         [_("E2E p50 / p95 / max"), f'{_seconds(overall["e2e_s"]["p50"])} / {_seconds(overall["e2e_s"]["p95"])} / {_seconds(overall["e2e_s"]["max"])} s'],
     ]
+    if not from_plan:
+        # Across the stages of a plan these would span the gaps between measured windows, so they
+        # are shown only for a run without a plan (one window).
+        rows[4:4] = [
+            [_("Steady-state QPM (completions)"), _number(overall["steady_state_qpm"], 1)],
+            [_("Naive QPM (all successes ÷ first start to last end)"), _number(overall["naive_qpm"], 1)],
+        ]
+    return rows
 
 
 def _recommendation_rows(recommendation: dict[str, Any]) -> list[list[str]]:

@@ -217,3 +217,11 @@ def test_analyze_command_bad_input(run_cli, tmp_path: Path) -> None:  # type: ig
     assert bad_ptu.exit_code == 2
     assert "--ptu N" in bad_ptu.stderr
     assert bad_target.exit_code == 2
+
+
+def test_naive_rate_is_labelled_without_plan(tmp_path: Path) -> None:
+    run_dir = write_synthetic_run(tmp_path, load=SyntheticLoad(fractions=(1.0,)), write_plan=False)
+    page = write_reports(analyze_run(run_dir), run_dir, lang="en")["verdict.html"].read_text(encoding="utf-8")
+
+    assert "Naive QPM (all successes ÷ first start to last end)" in page
+    assert "steady state (between first and last completion)" in page
