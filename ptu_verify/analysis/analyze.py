@@ -329,6 +329,9 @@ def analyze_run(run_dir: Path, options: AnalysisOptions | None = None) -> Summar
         stages.append(_stage_entry(window, metrics, effective_tpm, float(capacity.qpm), tokens_per_request))
     overall["utilization"] = overall["achieved_tpm"] / effective_tpm if overall["achieved_tpm"] is not None else None
     overall["throttle_onset"] = _throttle_onset(stages, policy)
+    series = time_series(frame)
+    peak = [value for value in series["achieved_tpm"] if value is not None]
+    overall["peak_window_tpm"] = max(peak) if peak else None
     overall["offered_tpm_observed"] = overall["first_attempts"] / (total_span_s / 60.0) * tokens_per_request if total_span_s > 0 and tokens_per_request else None
     overall["offered_qpm_observed"] = overall["first_attempts"] / (total_span_s / 60.0) if total_span_s > 0 else None
 
@@ -370,7 +373,7 @@ def analyze_run(run_dir: Path, options: AnalysisOptions | None = None) -> Summar
         stages=stages,
         overall=overall,
         recommendation=recommendation,
-        time_series=time_series(frame),
+        time_series=series,
         minute_windows=minute_windows(frame) if options.minute_windows else None,
         variants=variant_breakdown(measured, overall["tokens"]["total"]),
         failures=failure_samples(frame),
@@ -389,5 +392,14 @@ def analyze_run(run_dir: Path, options: AnalysisOptions | None = None) -> Summar
         },
     )
     summary.notes = _notes(data, overall, run)
+    if verdict == "fail" and any(check.name == "capacity_delivered" and check.status == "fail" for check in checks) and recommendation["action"]:
+        # The sizing uses the catalog's TPM per PTU, which this deployment did not deliver.
+        delivered = summary.sustained_tpm["value"] or 0.0
+        summary.notes.append(
+            (
+                "The recommendation assumes the catalog's {catalog} TPM per PTU; this deployment delivered {delivered} TPM per PTU.",
+                {"catalog": f"{capacity.total_tpm / ptu:,.0f}", "delivered": f"{delivered / ptu:,.0f}"},
+            )
+        )
     logger.info("Analysed %s in %.2f s: verdict %s", run_dir, time.perf_counter() - started, verdict)
     return summary

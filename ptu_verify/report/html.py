@@ -277,6 +277,7 @@ def _overall_rows(data: dict[str, Any]) -> list[list[str]]:
         [_("Cached and reasoning TPM (already in the totals)"), f'{_number(overall["achieved_cached_tpm"])} / {_number(overall["achieved_reasoning_tpm"])}'],
         [_("Achieved QPM"), _number(overall["achieved_qpm"], 1)],
         [_("Rate method"), method],
+        [_("Peak achieved TPM in one time-series window (burst)"), _number(overall["peak_window_tpm"])],
         [_("Tokens per successful request"), _number(overall["tokens_per_request"])],
         [_("429 by limit"), by_kind],
         [_("429 onset (first stage above the limit)"), onset],

@@ -203,3 +203,12 @@ def test_missing_run_directory_is_input_error(tmp_path: Path) -> None:
         analyze_run(tmp_path / "missing")
     with pytest.raises(InputError, match="No records"):
         analyze_run(tmp_path)
+
+
+def test_under_delivery_notes_sizing_assumption(tmp_path: Path) -> None:
+    run_dir = write_synthetic_run(tmp_path, SyntheticDeployment(capacity_factor=0.7))
+    summary = analyze_run(run_dir, AnalysisOptions(target_tpm=150_000))
+
+    assert summary.overall["peak_window_tpm"] >= summary.sustained_tpm["value"]
+    notes = summary.note_texts()
+    assert any("catalog's 25,000 TPM per PTU; this deployment delivered 17,5" in note for note in notes), notes
