@@ -26,8 +26,10 @@ __all__ = ["RECALIBRATION_THRESHOLD", "OrderDelivery", "PlanController"]
 
 logger = logging.getLogger(__name__)
 
-ORDER_LEAD_S = 0.5  # orders leave this long before their stage starts
-EVALUATION_LAG_S = 1.0  # the last second of a stage is left out of decisions: its records may still be in transit
+# Distributed timing: orders leave 0.5 s before their stage starts, and the last second of a stage is left
+# out of decisions because workers ship records every 0.5 s. A single process needs far less.
+DISTRIBUTED_TIMING = (0.5, 1.0)
+LOCAL_TIMING = (0.1, 0.2)
 RECALIBRATION_THRESHOLD = 0.2  # recalibrate when observed tokens per request differ by more than 20 %
 RECALIBRATION_MIN_REQUESTS = 10
 _POLL_S = 0.2
@@ -59,6 +61,7 @@ class PlanController:
         expected_tokens_per_request: float,
         start_lead_s: float = 1.0,
         run_time_s: float | None = None,
+        distributed: bool = False,
     ) -> None:
         self.options = options
         self.plan = plan
@@ -67,6 +70,7 @@ class PlanController:
         self._request_stop = request_stop
         self._start_lead_s = start_lead_s
         self._run_time_s = run_time_s
+        self._order_lead_s, self._evaluation_lag_s = DISTRIBUTED_TIMING if distributed else LOCAL_TIMING
         self.completed = False
         self.stop_reason: str | None = None
         self.started_at: float | None = None
@@ -183,7 +187,7 @@ class PlanController:
 
     def _order_stage(self, placed: PlanStage) -> None:
         """Send every worker its share of a placed stage, shortly before it starts."""
-        gevent.sleep(max(0.0, placed["start_at"] - ORDER_LEAD_S - time.time()))
+        gevent.sleep(max(0.0, placed["start_at"] - self._order_lead_s - time.time()))
         slots = self.delivery.slots()
         arrival = self.plan.arrival
         time_scale = float(self.info.get("time_scale", 1.0))  # type: ignore[arg-type]
@@ -212,7 +216,7 @@ class PlanController:
         while time.time() < placed["end_at"]:
             gevent.sleep(_POLL_S)
             if self.run_directory.recent.summarize(placed["start_at"], time.time() + 1).throttled:
-                cut_at = round(time.time() + ORDER_LEAD_S, 3)
+                cut_at = round(time.time() + self._order_lead_s, 3)
                 self.delivery.send_cut(placed["label"], cut_at)
                 placed["end_at"] = placed["measure_start_at"] = cut_at
                 logger.info("Burst credit used up after %.1f s (first 429)", cut_at - placed["start_at"])
@@ -239,11 +243,11 @@ class PlanController:
         for index, placed in enumerate(placed_stages):
             self._order_stage(placed)
             if index == 0 and self.plan.kind in ("step", "acceptance") and len(placed_stages) > 1:
-                self._sleep_until(placed["end_at"] - ORDER_LEAD_S - 0.05)
+                self._sleep_until(placed["end_at"] - self._order_lead_s - 0.05)
                 if self._recalibrate(placed):
                     self._update_stages(placed_stages[1:])
                     self._write_plan()
-            self._sleep_until(placed["end_at"] - ORDER_LEAD_S - 0.05)
+            self._sleep_until(placed["end_at"] - self._order_lead_s - 0.05)
         self._sleep_until(placed_stages[-1]["end_at"])
 
     def _run_search(self, at: float) -> None:
@@ -258,13 +262,13 @@ class PlanController:
             placed = self._place(stage, at)
             self._write_plan()
             self._order_stage(placed)
-            decide_at = placed["end_at"] - ORDER_LEAD_S - 0.05
+            decide_at = placed["end_at"] - self._order_lead_s - 0.05
             self._sleep_until(decide_at)
             if index == 1 and self._recalibrate(placed):
                 capacity = self.plan.capacity
                 assert capacity is not None
                 search.capacity_tpm = capacity.binding_tpm
-            summary = self.run_directory.recent.summarize(placed["measure_start_at"], decide_at - EVALUATION_LAG_S)
+            summary = self.run_directory.recent.summarize(placed["measure_start_at"], decide_at - self._evaluation_lag_s)
             search.observe(fraction, summary.throttled_share, summary.achieved_tpm, summary.attempts)
             logger.info(
                 "Search stage %s: offered %.0f TPM, achieved %.0f TPM, 429 share %.1f %% of %d attempts",

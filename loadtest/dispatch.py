@@ -66,10 +66,11 @@ def arrival_times(order: StageOrder, rng: random.Random) -> Iterator[float]:
     if order.arrival == "constant":
         # Workers sharing a stage interleave: worker k of n starts k/n of an interval later.
         interval_s = 1.0 / rate_per_s
-        at = order.start_at + interval_s * order.slot / max(order.slots, 1)
-        while at < order.end_at:
+        first_at = order.start_at + interval_s * order.slot / max(order.slots, 1)
+        index = 0
+        while (at := first_at + index * interval_s) < order.end_at - 1e-9:
             yield at
-            at += interval_s
+            index += 1
         return
     at = order.start_at
     while True:

@@ -45,7 +45,10 @@ PLAN_DEFAULTS: dict[str, tuple[float, float]] = {
 SEARCH_START_FRACTION = 1.25
 SEARCH_GROWTH = 1.5
 SEARCH_MAX_THROTTLED_SHARE = 0.01
-SEARCH_GUIDE_OFFSET = 0.025  # first probes sit this fraction of the plateau below and above it
+# The first probes after a plateau P is known sit at P × 0.96 and P × 1.03: far enough from P that one
+# 429 more or less does not flip them, close enough that one bisection closes a 5 % bracket.
+SEARCH_BELOW_PLATEAU = 0.96
+SEARCH_ABOVE_PLATEAU = 1.03
 
 
 @dataclass(frozen=True)
@@ -248,12 +251,16 @@ class CapacitySearch:
 
     1. Overload probe at 1.25 × capacity. If it is not throttled, grow × 1.5 until a stage is.
     2. A throttled stage delivers the achieved plateau P (what the deployment serves when saturated).
-       The next probes sit just below and just above P (P × 0.975, P × 1.025).
-    3. Then bisect the bracket [highest good, lowest throttled] until it is narrower than the
-       tolerance (5 % of capacity) or the stage budget runs out.
+       The next probes sit just below and just above P (P × 0.96, P × 1.03).
+    3. Then step up from the highest good load in 3 % steps (bisecting when that leaves the bracket)
+       until the bracket [highest good, lowest throttled] is narrower than the tolerance (5 % of the
+       plateau, or of nominal capacity before a plateau is known) or the stage budget runs out.
 
-    On a deployment that behaves like a token bucket this takes 3 stages (overload, below, above the
-    plateau); a noisy limiter adds one bisection per misjudged stage.
+    A stage counts as throttled when its 429 count exceeds 1 % of its attempts by more than one
+    binomial standard error, so a single 429 in a short stage does not end the search early.
+
+    On a deployment that behaves like a token bucket this takes 4 stages (overload, below and above
+    the plateau, one bisection); a noisy limiter adds about one bisection per misjudged stage.
     """
 
     def __init__(self, capacity_tpm: float, tolerance: float = 0.05, max_stages: int = 8, max_throttled_share: float = SEARCH_MAX_THROTTLED_SHARE) -> None:
@@ -264,8 +271,6 @@ class CapacitySearch:
         self.steps: list[SearchStep] = []
         self.good: float | None = None
         self.bad: float | None = None
-        self._guided_below = False
-        self._guided_above = False
 
     def observe(self, fraction: float, throttled_share: float, achieved_tpm: float, attempts: int) -> None:
         """Record the outcome of a stage run at ``fraction`` of capacity."""
@@ -277,23 +282,43 @@ class CapacitySearch:
         self.good = max(good) if good else None
 
     def _is_good(self, step: SearchStep) -> bool:
-        return step.attempts > 0 and step.throttled_share <= self.max_throttled_share
+        # Throttled only when the 429 count exceeds the allowed share by one binomial standard error:
+        # one 429 among 45 requests (2.2 %) does not show that the true share is above 1 %, while
+        # among 5,000 requests the bound is 1.14 %.
+        if step.attempts <= 0:
+            return False
+        allowed = self.max_throttled_share * step.attempts
+        margin = math.sqrt(allowed * (1.0 - self.max_throttled_share))
+        return step.throttled_share * step.attempts <= allowed + margin
 
     @property
     def plateau_fraction(self) -> float | None:
-        """Median achieved load of the throttled stages, as a fraction of capacity."""
-        values = sorted(step.achieved_tpm / self.capacity_tpm for step in self.steps if step.throttled_share > self.max_throttled_share and step.achieved_tpm > 0)
+        """Return the estimated sustained capacity as a fraction of nominal capacity.
+
+        The median achieved load of the throttled stages, raised to the highest load a good stage
+        achieved (a deployment that served a load without 429s has at least that capacity).
+        """
+        values = sorted(step.achieved_tpm / self.capacity_tpm for step in self.steps if not self._is_good(step) and step.achieved_tpm > 0)
         if not values:
             return None
         middle = len(values) // 2
-        return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+        median = values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+        served = [step.achieved_tpm / self.capacity_tpm for step in self.steps if self._is_good(step)]
+        return max([median, *served])
 
     @property
     def done(self) -> bool:
         """True when the bracket is narrow enough or the stage budget is spent."""
         if len(self.steps) >= self.max_stages:
             return True
-        return self.good is not None and self.bad is not None and self.bad - self.good <= self.tolerance
+        return self._bracket_closed()
+
+    def _bracket_closed(self) -> bool:
+        # The tolerance is a fraction of the capacity actually found (the plateau), or of nominal capacity.
+        if self.good is None or self.bad is None:
+            return False
+        reference = max(self.plateau_fraction or 1.0, self.good)
+        return self.bad - self.good <= self.tolerance * reference
 
     def next_fraction(self) -> float | None:
         """Return the load of the next stage, or None when the search is done."""
@@ -306,16 +331,24 @@ class CapacitySearch:
             assert self.good is not None
             return self.good * SEARCH_GROWTH
         if self.good is None:
-            candidate = plateau * (1 - SEARCH_GUIDE_OFFSET) if plateau and not self._guided_below else self.bad * 0.7
-            self._guided_below = True
-            return min(candidate, self.bad * 0.95)
+            below = plateau * SEARCH_BELOW_PLATEAU if plateau else None
+            if below is not None and below < self.bad and not self._tried(below):
+                return below
+            return self.bad * 0.7
         low, high = self.good, self.bad
-        if plateau and not self._guided_above:
-            self._guided_above = True
-            candidate = plateau * (1 + SEARCH_GUIDE_OFFSET)
-            if low < candidate < high:
+        # Probe around the plateau, then creep up from the highest good load in 3 % steps: every
+        # throttled stage so far says capacity is near the plateau, so halving a wide bracket wastes stages.
+        candidates = [low * SEARCH_ABOVE_PLATEAU]
+        if plateau:
+            candidates = [plateau * SEARCH_BELOW_PLATEAU, plateau * SEARCH_ABOVE_PLATEAU, *candidates]
+        for candidate in candidates:
+            if low < candidate < high and not self._tried(candidate):
                 return candidate
         return (low + high) / 2
+
+    def _tried(self, fraction: float) -> bool:
+        """True when a stage already ran within 1 % of ``fraction``."""
+        return any(abs(step.fraction - fraction) <= 0.01 * fraction for step in self.steps)
 
     def result(self) -> dict[str, Any]:
         """Return the search outcome for plan.json (fractions and TPM)."""
@@ -331,7 +364,7 @@ class CapacitySearch:
             "lowest_throttled_fraction": self.bad,
             "plateau_fraction": plateau,
             "plateau_tpm": None if plateau is None else plateau * self.capacity_tpm,
-            "converged": self.good is not None and self.bad is not None and self.bad - self.good <= self.tolerance,
+            "converged": self._bracket_closed(),
             "steps": [step.__dict__ for step in self.steps],
         }
 

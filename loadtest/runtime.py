@@ -43,7 +43,7 @@ __all__ = ["Runtime", "install"]
 logger = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_S = 15.0
-FINAL_GRACE_S = 10.0
+FINAL_GRACE_S = 5.0
 
 
 def is_loopback(url: str) -> bool:
@@ -173,6 +173,9 @@ class Runtime:
         self.run_info = self._initial_run_info(options)
         self.run_directory.write_run_info(self.run_info)
         logger.info("Run %s writes to %s", self.run_id, run_dir)
+        # The steps above block the gevent loop for seconds (tokenizer, preflight). Without a fresh loop
+        # clock, Locust's -t timer, scheduled right after this, fires that much too early.
+        gevent.get_hub().loop.update_now()
 
     def _prepare_plan(self, options: LoadOptions) -> None:
         from ptu_verify.workloads import load_workload
@@ -262,6 +265,7 @@ class Runtime:
             expected_tokens_per_request=self.expected_tokens_per_request,
             start_lead_s=1.0 if self.role == "local" else 2.0,
             run_time_s=run_time_s,
+            distributed=self.role == "master",
         )
         self.controller.info["time_scale"] = self.plan_time_scale  # type: ignore[typeddict-unknown-key]
         self.controller.start()
@@ -357,6 +361,15 @@ class Runtime:
     def _on_final(self, environment: Any, msg: Any, **_kwargs: Any) -> None:
         self.finals[str(msg.data["worker_id"])] = msg.data
 
+    def _awaited_workers(self) -> set[str]:
+        """Return the workers still connected that have not sent their final batch."""
+        awaited = set()
+        for worker_id, client_id in self.worker_clients.items():
+            client = self.runner.clients.get(client_id)
+            if worker_id not in self.finals and client is not None and client.state != "missing":
+                awaited.add(worker_id)
+        return awaited
+
     def wait_for_workers(self) -> list[str]:
         """Wait until every connected worker said hello; return the worker ids that share the load."""
         deadline = time.time() + HELLO_TIMEOUT_S
@@ -405,7 +418,7 @@ class Runtime:
         elif self.role == "master" and self.worker_clients:
             self.runner.send_message("ptu_stop", {"drain_timeout_s": drain_timeout_s})
             deadline = time.time() + drain_timeout_s + FINAL_GRACE_S
-            while time.time() < deadline and len(self.finals) < len(self.worker_clients):
+            while time.time() < deadline and self._awaited_workers():
                 gevent.sleep(0.1)
             lost = sorted(set(self.worker_clients) - set(self.finals))
             if lost:
@@ -415,6 +428,11 @@ class Runtime:
 
         self.run_directory.close()
         self._write_final_run_info(by_stage, lost)
+        if getattr(self.environment.parsed_options, "csv_prefix", None):
+            # Locust rewrites its CSV files once per CSV_STATS_INTERVAL_SEC; let it see the drained requests.
+            from locust.stats import CSV_STATS_INTERVAL_SEC
+
+            gevent.sleep(CSV_STATS_INTERVAL_SEC + 0.2)
 
     def _write_final_run_info(self, by_stage: dict[str, dict[str, int]], lost: list[str]) -> None:
         assert self.run_directory is not None and self.options is not None
@@ -483,8 +501,17 @@ _RUNTIME = Runtime()
 
 
 def install(events: Any) -> Runtime:
-    """Register the ptu-verify handlers on Locust's events and return the process runtime."""
+    """Register the ptu-verify handlers on Locust's events and return the process runtime.
+
+    Also loads the Qwen tokenizer now (1-2 s of CPU): loaded lazily inside a worker's first request it
+    would block the event loop long enough for the master to declare the worker missing. Processes
+    forked by ``--processes`` inherit it.
+    """
+    from ptu_verify.tokens import count_tokens
+
     from .options import register_options
+
+    count_tokens("warm up")
 
     events.init_command_line_parser.add_listener(register_options)
     events.init.add_listener(_RUNTIME.on_init)
