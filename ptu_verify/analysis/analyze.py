@@ -328,6 +328,7 @@ def analyze_run(run_dir: Path, options: AnalysisOptions | None = None) -> Summar
         metrics = group_metrics(group, window.measured_s, from_plan=window.from_plan)
         stages.append(_stage_entry(window, metrics, effective_tpm, float(capacity.qpm), tokens_per_request))
     overall["utilization"] = overall["achieved_tpm"] / effective_tpm if overall["achieved_tpm"] is not None else None
+    overall["reserved_unused_share"] = overall["reserved_unused_tpm"] / effective_tpm if overall["reserved_unused_tpm"] is not None else None
     overall["throttle_onset"] = _throttle_onset(stages, policy)
     series = time_series(frame)
     peak = [value for value in series["achieved_tpm"] if value is not None]

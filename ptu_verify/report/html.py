@@ -285,7 +285,7 @@ def _overall_rows(data: dict[str, Any]) -> list[list[str]]:
         [_("Retried attempts"), str(overall["retried_attempts"])],
         [_("User requests that succeeded (retries included)"), _percent(overall["user_success_share"])],
         [_("Other failures by outcome"), by_outcome],
-        [_("Reserved but unused tokens per minute (max_tokens − output)"), _number(overall["reserved_unused_tpm"])],
+        [_("Reserved but unused tokens per minute (max_tokens − output)"), f'{_number(overall["reserved_unused_tpm"])} ({_percent(overall["reserved_unused_share"])})'],
         [_("Share of successes with estimated tokens"), _percent(overall["tokens_estimated_share"])],
         [_("TTFA p50 / p95"), f'{_seconds(overall["ttfa_s"]["p50"])} / {_seconds(overall["ttfa_s"]["p95"])} s'],
         [_("E2E p50 / p95 / max"), f'{_seconds(overall["e2e_s"]["p50"])} / {_seconds(overall["e2e_s"]["p95"])} / {_seconds(overall["e2e_s"]["max"])} s'],
