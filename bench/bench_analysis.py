@@ -26,7 +26,11 @@ REQUESTS_PER_MIN_AT_CAPACITY = 20_000  # 400 PTU of qwen-turbo at 1,200 tokens p
 
 def write_run(run_dir: Path, records: int) -> float:
     """Write the synthetic run; return the seconds it took."""
-    from ptu_verify.analysis.synthetic import SyntheticDeployment, SyntheticLoad, write_synthetic_run
+    from ptu_verify.analysis.synthetic import (
+        SyntheticDeployment,
+        SyntheticLoad,
+        write_synthetic_run,
+    )
 
     stage_s = records / (sum(FRACTIONS) * REQUESTS_PER_MIN_AT_CAPACITY / 60.0)
     started = time.perf_counter()

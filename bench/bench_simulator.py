@@ -1,7 +1,7 @@
 """Measure how many concurrent streams and SSE events per second the simulator serves on one core.
 
-Starts ``ptu-verify simulate`` as a subprocess (one process, so one core for the server), opens
-STREAMS concurrent streaming requests from this process with plain asyncio sockets, counts the
+Starts ``ptu-verify simulate`` as a subprocess pinned to one core, opens
+STREAMS concurrent streaming requests from this process (pinned to another core) with plain asyncio sockets, counts the
 events received and samples the server's CPU use. Prints one JSON line with the figures.
 
     python bench/bench_simulator.py --streams 2000 --speed-tps 30 --tokens 300
@@ -12,35 +12,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
-import platform
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import psutil
 
 CHAT_PATH = "/compatible-mode/v1/chat/completions"
+# With two or more cores the server and this client each get a core of their own.
+SERVER_CORE = 1
+READ_INTERVAL_S = 0.1
+CLIENT_CORE = 0
 
 
-def start_server(config_path: Path) -> tuple[subprocess.Popen[str], str, int]:
-    command = [
-        sys.executable, "-c", "import sys; from ptu_verify.cli import main; sys.exit(main())",
-        "simulate", "--model", "qwen-turbo-2025-04-28", "--ptu", "4", "--deployment-code", "qwen-turbo-bench",
-        "--config", str(config_path),
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line.startswith("Listening on "):
-        process.kill()
-        raise SystemExit(f"simulator did not start: {line!r}")
-    url = line.split()[-1]
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    return process, host, int(port)
+def pin_to(core: int) -> None:
+    """Pin the calling process to ``core`` when the machine has more than one usable core."""
+    if not hasattr(os, "sched_setaffinity"):
+        return
+    available = os.sched_getaffinity(0)
+    if core in available and len(available) > 1:
+        os.sched_setaffinity(0, {core})
 
 
 async def one_stream(host: str, port: int, body: bytes, counts: list[int], first_event_s: list[float], per_second: dict[int, int], start: float) -> None:
@@ -63,6 +56,9 @@ async def one_stream(host: str, port: int, body: bytes, counts: list[int], first
         events += received
         second = int(time.perf_counter() - start)
         per_second[second] = per_second.get(second, 0) + received
+        # Reading at most every READ_INTERVAL_S lets events pile up in the socket buffer, so the
+        # client makes far fewer reads than the server makes writes and does not limit the rate.
+        await asyncio.sleep(READ_INTERVAL_S)
     writer.close()
     counts.append(events)
 
@@ -93,8 +89,8 @@ async def drive(host: str, port: int, streams: int, ramp_s: float, tokens: int, 
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - start
     first_event_s.sort()
-    # Seconds when every stream had started and none had finished: the full-load plateau.
-    plateau = [per_second.get(second, 0) for second in range(int(ramp_s) + 1, int(ramp_s + tokens / speed_tps))]
+    # Whole seconds after every stream had started and before the first one finished: the full-load plateau.
+    plateau = [per_second.get(second, 0) for second in range(int(ramp_s) + 1, int(tokens / speed_tps))]
     return {
         **cpu,
         "plateau_events_per_s": sum(plateau) / len(plateau) if plateau else float("nan"),
@@ -108,46 +104,57 @@ async def drive(host: str, port: int, streams: int, ramp_s: float, tokens: int, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--streams", type=int, default=2000, help="concurrent streams")
+    parser.add_argument("--streams", default="1000,2000,3000,4000", help="comma-separated concurrent stream counts, one run each")
     parser.add_argument("--speed-tps", type=float, default=30.0, help="generation speed per stream, tokens/s (one event per token)")
     parser.add_argument("--tokens", type=int, default=300, help="output tokens per stream")
     parser.add_argument("--ramp-s", type=float, default=2.0, help="seconds over which the streams start")
+    parser.add_argument("--out", type=Path, help="result JSON (default bench/results/simulator.json)")
     args = parser.parse_args()
 
-    settings = (
-        f"capacity_factor = 1000.0\nenforce_qpm = false\nspeed_tps = {args.speed_tps}\nspeed_jitter = 0.0\n"
-        f"ttft_base_s = 0.05\nprefill_s_per_token = 0.0\nconcurrency_knee = {args.streams * 2}\nnatural_length_fixed = {args.tokens}\n"
-    )
-    with tempfile.TemporaryDirectory() as folder:
-        config_path = Path(folder) / "bench.toml"
-        config_path.write_text(settings)
-        process, host, port = start_server(config_path)
-        try:
-            server = psutil.Process(process.pid)
-            result = asyncio.run(drive(host, port, args.streams, args.ramp_s, args.tokens, args.speed_tps, server))
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(15)
+    import benchlib
 
-    # Each stream gets a role chunk, `tokens` content chunks and a finish chunk (plus [DONE]).
-    ideal_s = args.ramp_s + 0.05 + args.tokens / args.speed_tps
-    figures = {
-        "streams": args.streams,
-        "speed_tps": args.speed_tps,
-        "tokens_per_stream": args.tokens,
-        "completed_streams": int(result["completed_streams"]),
-        "events": int(result["events"]),
-        "elapsed_s": round(result["elapsed_s"], 2),
-        "ideal_elapsed_s": round(ideal_s, 2),
-        "events_per_s_overall": round(result["events"] / result["elapsed_s"]),
-        "plateau_events_per_s": round(result["plateau_events_per_s"]),
-        "peak_offered_events_per_s": round(args.streams * args.speed_tps),
-        "plateau_server_cpu_percent": round(result.get("plateau_server_cpu_percent", float("nan")), 1),
-        "first_event_p50_s": round(result["first_event_p50_s"], 3),
-        "first_event_p99_s": round(result["first_event_p99_s"], 3),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-    }
-    print(json.dumps(figures))
+    benchlib.pin_to(benchlib.GENERATOR_CORE)  # the driver; the simulator gets the other core
+    output = benchlib.header(sys.argv)
+    benchlib.print_machine(output["machine"])
+    levels = []
+    for streams in [int(value) for value in args.streams.split(",") if value.strip()]:
+        settings = {
+            "capacity_factor": 1000.0, "enforce_qpm": False, "speed_tps": args.speed_tps, "speed_jitter": 0.0,
+            "ttft_base_s": 0.05, "prefill_s_per_token": 0.0, "concurrency_knee": streams * 2, "natural_length_fixed": args.tokens,
+        }
+        with benchlib.SimulatorProcess(settings) as simulator:
+            host, port = simulator.base_url.removeprefix("http://").rsplit(":", 1)
+            server = psutil.Process(simulator.process.pid)
+            result = asyncio.run(drive(host, int(port), streams, args.ramp_s, args.tokens, args.speed_tps, server))
+        # Each stream gets a role chunk, `tokens` content chunks and a finish chunk (plus [DONE]).
+        ideal_s = args.ramp_s + 0.05 + args.tokens / args.speed_tps
+        figures = {
+            "streams": streams,
+            "speed_tps": args.speed_tps,
+            "tokens_per_stream": args.tokens,
+            "completed_streams": int(result["completed_streams"]),
+            "events": int(result["events"]),
+            "elapsed_s": round(result["elapsed_s"], 2),
+            "ideal_elapsed_s": round(ideal_s, 2),
+            "events_per_s_overall": round(result["events"] / result["elapsed_s"]),
+            "plateau_events_per_s": None if math.isnan(result["plateau_events_per_s"]) else round(result["plateau_events_per_s"]),
+            "peak_offered_events_per_s": round(streams * args.speed_tps),
+            "plateau_server_cpu_percent": round(result.get("plateau_server_cpu_percent", float("nan")), 1),
+            "first_event_p50_s": round(result["first_event_p50_s"], 3),
+            "first_event_p99_s": round(result["first_event_p99_s"], 3),
+        }
+        # Kept up: every stream completed and the plateau delivered at least 95 % of the offered events.
+        plateau = figures["plateau_events_per_s"]
+        figures["kept_up"] = figures["completed_streams"] == streams and plateau is not None and plateau >= 0.95 * figures["peak_offered_events_per_s"]
+        levels.append(figures)
+        print(json.dumps(figures))
+    kept = [level for level in levels if level["kept_up"]]
+    output["settings"] = {"speed_tps": args.speed_tps, "tokens": args.tokens, "ramp_s": args.ramp_s}
+    output["levels"] = levels
+    output["max_streams_kept_up"] = max((level["streams"] for level in kept), default=None)
+    output["max_plateau_events_per_s"] = max((level["plateau_events_per_s"] or 0 for level in levels), default=None)
+    print(f"max concurrent streams kept up: {output['max_streams_kept_up']}; max plateau events/s: {output['max_plateau_events_per_s']}")
+    benchlib.write_result("simulator", output, args.out)
 
 
 if __name__ == "__main__":
