@@ -449,14 +449,14 @@ def _run_locust(options: RunOptions, settings: LoadSettings, *, host: str, deplo
 
 
 def _check_locust_result(result: _LocustResult, options: RunOptions, run_dir: Path) -> None:
-    """Raise when Locust recorded nothing: exit 2 after a failed preflight, exit 4 otherwise."""
+    """Raise when Locust recorded nothing: exit 2 after an option error or a failed preflight, exit 4 otherwise."""
     if _has_records(run_dir):
         return
     log_path = run_dir / "locust.log"
     secret = None if options.simulated else os.environ.get(options.api_key_env)
     if not result.interrupted and result.returncode == 2:
         raise InputError(
-            _("The preflight check failed, so no load was sent. Locust's last output ({path}):\n{tail}").format(
+            _("Locust stopped before sending load (exit code 2: an invalid option or a failed preflight check). Its last output ({path}):\n{tail}").format(
                 path=log_path, tail=_log_tail(log_path, secret)
             )
         )
@@ -467,9 +467,22 @@ def _check_locust_result(result: _LocustResult, options: RunOptions, run_dir: Pa
     )
 
 
+def _check_analysis_inputs(options: RunOptions) -> None:
+    """Reject a bad --policy file or --headroom before any load is sent, not after the whole run."""
+    from ..analysis.policy import load_policy
+    from ..sizing import MAX_HEADROOM
+
+    load_policy(options.policy_path)
+    if not 0 <= options.headroom <= MAX_HEADROOM:
+        raise InputError(
+            _("--headroom must be between 0 and {max} (a fraction: 0.2 means 20 %), got {value}.").format(max=MAX_HEADROOM, value=options.headroom)
+        )
+
+
 def run_load_test(options: RunOptions, *, echo: Callable[[str], None] = print) -> RunOutcome:
     """Run the whole job and return its outcome; raises InputError (exit 2) or RuntimeFailure (exit 4)."""
     _check_api_key(options)
+    _check_analysis_inputs(options)
     if not options.simulated and options.simulator_settings:
         raise InputError(_("--simulator settings apply to the built-in simulator only; remove them or remove --base-url."))
     if not options.simulated and not options.deployment_code:

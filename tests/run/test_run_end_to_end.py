@@ -211,3 +211,18 @@ def test_run_base_url_without_deployment_code_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "--deployment-code is required" in result.stderr
     assert FAKE_KEY not in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_run_rejected_key_exits_2(tmp_path: Path) -> None:
+    with simulate_process(*MODEL, "--api-key", FAKE_KEY) as url:
+        result = run_cli(
+            ["run", *MODEL, *TINY_PLAN, "--base-url", url + "/compatible-mode/v1", "--deployment-code", "qwen-turbo-sim0008", "--out", str(tmp_path / "run")],
+            cwd=tmp_path,
+            env=environment(DASHSCOPE_API_KEY="sk-test-wrong-0000"),
+        )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Preflight failed" in result.stderr
+    assert "was rejected" in result.stderr
+    assert not (tmp_path / "run" / "summary.json").exists()
+    assert "sk-test-wrong-0000" not in result.stdout + result.stderr
