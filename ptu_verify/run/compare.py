@@ -16,16 +16,23 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any, Literal
 
 import numpy as np
+import yaml
 
 from ..errors import InputError
 from ..i18n import _
 from ..records import read_jsonl, record_files
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
 
 __all__ = [
     "COMPARE_SCHEMA",
@@ -99,17 +106,8 @@ def _read_policy_table(path: Path) -> dict[str, Any]:
     except OSError as error:
         raise InputError(_("Cannot read the policy file {path}: {error}. Check the path given with --policy.").format(path=path, error=error)) from error
     try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        else:
-            try:
-                import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                import tomli as tomllib
-            data = tomllib.loads(text)
-    except Exception as error:  # noqa: BLE001 - both parsers raise their own error types
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
         raise InputError(_("The policy file {path} is not valid TOML or YAML: {error}").format(path=path, error=error)) from error
     table = data.get("compare", {}) if isinstance(data, dict) else {}
     if not isinstance(table, dict):
@@ -118,7 +116,7 @@ def _read_policy_table(path: Path) -> dict[str, Any]:
 
 
 def load_compare_settings(path: Path | None) -> CompareSettings:
-    """Read the ``[compare]`` table of a policy file (TOML, or YAML by suffix); defaults without a file."""
+    """Read the ``[compare]`` table of a policy file (.toml is TOML, anything else YAML); defaults without a file."""
     defaults = CompareSettings()
     if path is None:
         return defaults
@@ -177,13 +175,13 @@ class _LoadedRun:
     records: list[dict[str, Any]]
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
+def _read_json(path: Path, run_dir: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as error:
-        raise InputError(_("{path} is missing: {what} is not a ptu-verify run directory.").format(path=path, what=what)) from error
+        raise InputError(_("{path} is missing: {what} is not a ptu-verify run directory.").format(path=path, what=run_dir)) from error
     except ValueError as error:
-        raise InputError(_("{path} is not valid JSON ({error}); the run directory {what} is damaged.").format(path=path, error=error, what=what)) from error
+        raise InputError(_("{path} is not valid JSON ({error}); the run directory {what} is damaged.").format(path=path, error=error, what=run_dir)) from error
     if not isinstance(value, dict):
         raise InputError(_("{path} must contain a JSON object.").format(path=path))
     return value
@@ -193,8 +191,8 @@ def load_run(run_dir: Path) -> _LoadedRun:
     """Read run.json, plan.json and the records of a run directory; InputError when one is unusable."""
     if not run_dir.is_dir():
         raise InputError(_("{path} is not a directory. Give two run directories written by ptu-verify run or locust -f.").format(path=run_dir))
-    info = _read_json(run_dir / "run.json", str(run_dir))
-    plan = _read_json(run_dir / "plan.json", str(run_dir))
+    info = _read_json(run_dir / "run.json", run_dir)
+    plan = _read_json(run_dir / "plan.json", run_dir)
     files = record_files(run_dir)
     if not files:
         raise InputError(_("{path} has no records*.jsonl file, so there is nothing to compare.").format(path=run_dir))
@@ -243,7 +241,7 @@ def stage_samples(records: list[dict[str, Any]], stage: dict[str, Any], settings
     start = float(stage.get("measure_start_at", stage["start_at"]))
     end = float(stage["end_at"])
     span_s = max(end - start, 1e-9)
-    blocks = max(settings.min_blocks, int(round(span_s / settings.block_s)))
+    blocks = max(settings.min_blocks, round(span_s / settings.block_s))
 
     chosen = [record for record in records if isinstance(record.get("started_at"), (int, float)) and start <= record["started_at"] < end]
     started = np.array([record["started_at"] for record in chosen], dtype=float)

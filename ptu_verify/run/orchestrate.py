@@ -18,12 +18,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
-from typing import Any, ContextManager, Literal
+from typing import Any, Literal
 
 from ..catalog import ModelSpec
 from ..errors import InputError, RuntimeFailure
@@ -190,7 +190,7 @@ def locustfile_path() -> Path:
     spec = importlib.util.find_spec("loadtest")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeFailure(_("The loadtest package is not installed; reinstall ptu-verify (pip install .)."))
-    path = Path(list(spec.submodule_search_locations)[0]) / "locustfile.py"
+    path = Path(next(iter(spec.submodule_search_locations))) / "locustfile.py"
     if not path.is_file():
         raise RuntimeFailure(_("{path} is missing; reinstall ptu-verify (pip install .).").format(path=path))
     return path
@@ -489,7 +489,7 @@ def run_load_test(options: RunOptions, *, echo: Callable[[str], None] = print) -
         raise InputError(_("--deployment-code is required with --base-url: give the code shown in the Bailian console, e.g. qwen-plus-d824b8ad."))
     settings = load_settings(options)
 
-    simulator: ContextManager[Any] = _start_simulator(options, settings.simulator_knobs) if options.simulated else nullcontext()
+    simulator: AbstractContextManager[Any] = _start_simulator(options, settings.simulator_knobs) if options.simulated else nullcontext()
     with simulator as sim:
         if sim is None:
             host, deployment_code = str(options.base_url), str(options.deployment_code)

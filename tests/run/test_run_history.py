@@ -53,8 +53,10 @@ def test_history_command_writes_pages(tmp_path: Path, run_cli: Any) -> None:
 
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert "198,000" in lines[2] and "PASS" in lines[2]
-    assert "150,000" in lines[3] and "FAIL" in lines[3]
+    assert "198,000" in lines[2]
+    assert "PASS" in lines[2]
+    assert "150,000" in lines[3]
+    assert "FAIL" in lines[3]
     assert "75.0 %" in lines[3]
     page = (tmp_path / "out" / "history.html").read_text()
     assert page.count("<svg") == 4
