@@ -42,6 +42,7 @@ PERCENTILES = (50, 90, 95, 99)
 SERIES_BIN_S = 10.0
 # A run longer than this many default bins gets wider bins, so a stray timestamp cannot blow up memory.
 _MAX_SERIES_BINS = 5000
+_MIN_CI_WINDOWS = 5
 _MAX_VARIANTS = 50
 _MAX_SAMPLE_MESSAGES = 3
 _MAX_FAILURE_GROUPS = 20
@@ -252,7 +253,8 @@ def bootstrap_rate_ci(
     Windows keep the short-range correlation of arrivals that resampling single requests would
     break. Each resample's rate is the sum of its windows' amounts over the sum of their lengths.
     """
-    if end - start < 2 * window_s:
+    # Fewer windows than this give an interval too unstable to report.
+    if end - start < _MIN_CI_WINDOWS * window_s:
         return None, None
     # Windows are widened past 5,000 so the resample matrix stays within tens of megabytes.
     window_s = max(window_s, (end - start) / _MAX_SERIES_BINS)
