@@ -33,18 +33,19 @@ def format_console_summary(summary: Summary) -> str:
     verdict = {"pass": _("PASS"), "fail": _("FAIL"), "inconclusive": _("INCONCLUSIVE")}[summary.verdict]
     badges = "".join(f" [{text}]" for flag, text in ((summary.simulated, _("SIMULATED")), (summary.partial, _("PARTIAL"))) if flag)
     capacity, sustained = summary.capacity, summary.sustained_tpm
+    interval = ""
+    if sustained.get("ci_low") is not None:
+        interval = _(", {level} CI {low} – {high}").format(
+            level=format_percent(sustained["level"], 0), low=format_number(sustained["ci_low"]), high=format_number(sustained["ci_high"])
+        )
     lines = [
         _("Verdict: {verdict}{badges}  ({model}, {ptu} PTU)").format(verdict=verdict, badges=badges, model=capacity["model"], ptu=capacity["ptu"]),
         *(f"  - {reason}" for reason in summary.reasons),
         "",
-        _("Capacity {capacity} TPM (binding limit {limit}); sustained achieved {sustained} TPM, {level} CI {low} – {high}").format(
-            capacity=format_number(capacity["effective_tpm"]),
-            limit=capacity["binding_limit"].upper(),
-            sustained=format_number(sustained.get("value")),
-            level=format_percent(sustained.get("level"), 0),
-            low=format_number(sustained.get("ci_low")),
-            high=format_number(sustained.get("ci_high")),
-        ),
+        _("Capacity {capacity} TPM (binding limit {limit}); sustained achieved {sustained} TPM").format(
+            capacity=format_number(capacity["effective_tpm"]), limit=capacity["binding_limit"].upper(), sustained=format_number(sustained.get("value"))
+        )
+        + interval,
         "",
     ]
     headers = [_("Stage"), _("Offered TPM"), _("Achieved TPM"), _("Utilization"), _("429 share"), _("TTFT p50 s"), _("TTFT p95 s"), _("Speed p50 tok/s"), _("OK / attempts")]
