@@ -130,6 +130,7 @@ def svg_bar_chart(
             offsets = [position - 0.4 + width * (index + 0.5) for position in positions]
             heights = [0.0 if value is None else value for value in values]
             axes.bar(offsets, heights, width=width * 0.95, label=label, color=PALETTE[index % len(PALETTE)])
+        axes.set_ylim(bottom=0)
         axes.set_xticks(positions)
         axes.set_xticklabels(list(categories))
         axes.grid(axis="x", visible=False)

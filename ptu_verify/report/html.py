@@ -63,6 +63,10 @@ def _key_figures(data: dict[str, Any]) -> list[dict[str, str]]:
         interval = _("{level} CI {low} – {high}").format(
             level=_percent(sustained["level"], 0), low=_number(sustained["ci_low"]), high=_number(sustained["ci_high"])
         )
+    recommendation_figure = {"label": _("Recommendation"), "value": action_text(data["recommendation"]), "note": ""}
+    if data["recommendation"].get("action") is None:
+        # Without a target the action text is a hint, which reads better as the small note.
+        recommendation_figure.update(value="-", note=action_text(data["recommendation"]))
     utilization = sustained["value"] / capacity["effective_tpm"] if sustained.get("value") is not None and capacity["effective_tpm"] else None
     return [
         {
@@ -75,7 +79,7 @@ def _key_figures(data: dict[str, Any]) -> list[dict[str, str]]:
         {"label": _("429 share (measured)"), "value": _percent(overall.get("throttled_share")), "note": _("{count} of {total} attempts").format(count=overall["throttled"], total=overall["requests"])},
         {"label": _("TTFT p95 (measured)"), "value": _("{value} s").format(value=_seconds(overall["ttft_s"]["p95"])), "note": _("p50 {value} s").format(value=_seconds(overall["ttft_s"]["p50"]))},
         {"label": _("Generation speed p50"), "value": _("{value} tokens/s").format(value=_number(overall["speed_tps"]["p50"], 1)), "note": ""},
-        {"label": _("Recommendation"), "value": action_text(data["recommendation"]), "note": ""},
+        recommendation_figure,
     ]
 
 
