@@ -52,7 +52,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_API_KEY_ENV = "DASHSCOPE_API_KEY"
 # A fake key for the built-in simulator; it reaches the Locust subprocess through the environment only.
 SIMULATOR_API_KEY = "sk-simulated-local-0000"
-PROGRESS_INTERVAL_S = 5.0
+# A progress line is due every 4 s and printed at the next poll, so lines are at most 5 s apart.
+PROGRESS_INTERVAL_S = 4.0
 POLL_INTERVAL_S = 1.0
 # Time Locust gets to flush its records and exit after SIGTERM before it is killed.
 STOP_GRACE_S = 20.0
