@@ -71,6 +71,9 @@ def _finish_axes(figure: Figure, title: str, xlabel: str, ylabel: str, percent: 
     axes = figure.axes[0]
     for index, (label, level) in enumerate((hlines or {}).items()):
         axes.axhline(level, color=PALETTE[(index + 4) % len(PALETTE)], linestyle="--", linewidth=1.0, label=label)
+    # Autoscale first (so reference lines above the data stay in view), then pin the axis at zero.
+    axes.autoscale_view()
+    axes.set_ylim(bottom=0)
     axes.set_title(title, loc="left", fontsize=10, fontweight="bold")
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
@@ -103,7 +106,6 @@ def svg_line_chart(
             axes.plot(list(x), y, label=label, color=PALETTE[index % len(PALETTE)], linewidth=1.4)
         for position in vlines:
             axes.axvline(position, color="#afb8c1", linestyle=":", linewidth=0.8)
-        axes.set_ylim(bottom=0)
         _finish_axes(figure, title, xlabel, ylabel, percent, hlines)
     return figure_to_svg(figure, salt)
 
@@ -130,7 +132,6 @@ def svg_bar_chart(
             offsets = [position - 0.4 + width * (index + 0.5) for position in positions]
             heights = [0.0 if value is None else value for value in values]
             axes.bar(offsets, heights, width=width * 0.95, label=label, color=PALETTE[index % len(PALETTE)])
-        axes.set_ylim(bottom=0)
         axes.set_xticks(positions)
         axes.set_xticklabels(list(categories))
         axes.grid(axis="x", visible=False)
