@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import gevent
 
@@ -85,15 +85,12 @@ class PlanController:
             "capacity_qpm": capacity.qpm if capacity else None,
             "tokens_per_request": plan.tokens_per_request,
             "stages": [],
-        }
-        extra: dict[str, Any] = {
             "expected_tokens_per_request": expected_tokens_per_request,
             "binding_limit": capacity.binding_limit if capacity else None,
             "binding_capacity_tpm": capacity.binding_tpm if capacity else None,
             "workers": 0,
             "calibration": None,
         }
-        self.info.update(extra)  # type: ignore[typeddict-item]
 
     # ----- lifecycle -------------------------------------------------------------------------
 
@@ -141,7 +138,7 @@ class PlanController:
 
     def _run(self) -> None:
         slots = self.delivery.slots()
-        self.info["workers"] = len(slots)  # type: ignore[typeddict-unknown-key]
+        self.info["workers"] = len(slots)
         at = time.time() + self._start_lead_s
 
         if not self.plan.open_loop:
@@ -190,7 +187,7 @@ class PlanController:
         gevent.sleep(max(0.0, placed["start_at"] - self._order_lead_s - time.time()))
         slots = self.delivery.slots()
         arrival = self.plan.arrival
-        time_scale = float(self.info.get("time_scale", 1.0))  # type: ignore[arg-type]
+        time_scale = float(self.info.get("time_scale", 1.0))
         for index, worker_id in enumerate(slots):
             order = StageOrder(
                 label=placed["label"],
@@ -223,7 +220,7 @@ class PlanController:
                 break
         else:
             logger.info("Burst-credit phase reached its limit of %.0f s without a 429", burst.duration_s)
-        self.info["burst_credit"] = {"ended_at": placed["end_at"], "throttled": placed["end_at"] < placed["start_at"] + burst.duration_s}  # type: ignore[typeddict-unknown-key]
+        self.info["burst_credit"] = {"ended_at": placed["end_at"], "throttled": placed["end_at"] < placed["start_at"] + burst.duration_s}
         del self.info["stages"][1:]
         return placed["end_at"]
 
@@ -279,7 +276,7 @@ class PlanController:
                 summary.attempts,
             )
             at = placed["end_at"]
-            self.info["search"] = search.result()  # type: ignore[typeddict-unknown-key]
+            self.info["search"] = search.result()
         self._write_plan()
         self._sleep_until(at)
 
@@ -304,14 +301,14 @@ class PlanController:
         if self.plan.capacity is not None:
             self.plan.capacity = self.plan.capacity.with_tokens_per_request(observed)
         self.info["tokens_per_request"] = observed
-        self.info["calibration"] = {  # type: ignore[typeddict-unknown-key]
+        self.info["calibration"] = {
             "expected_tokens_per_request": expected,
             "observed_tokens_per_request": observed,
             "observed_requests": summary.ok,
             "from_stage": placed["label"],
             "binding_capacity_tpm": self.plan.capacity.binding_tpm if self.plan.capacity else None,
         }
-        self.info["binding_capacity_tpm"] = self.plan.capacity.binding_tpm if self.plan.capacity else None  # type: ignore[typeddict-unknown-key]
+        self.info["binding_capacity_tpm"] = self.plan.capacity.binding_tpm if self.plan.capacity else None
         return True
 
     def _update_stages(self, placed_stages: list[PlanStage]) -> None:

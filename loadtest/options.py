@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ptu_verify.errors import InputError
+from ptu_verify.i18n import _
 
 __all__ = [
     "OPTION_DESTS",
@@ -210,10 +211,10 @@ def load_options(parsed: argparse.Namespace, host: str | None) -> LoadOptions:
     """Validate Locust's parsed options into LoadOptions; raise InputError naming the bad option."""
     values = vars(parsed)
     if not host:
-        raise InputError("Missing --host: give the API base URL, e.g. http://127.0.0.1:8000/compatible-mode/v1 (openai) or …/api/v1 (dashscope).")
+        raise InputError(_("Missing --host: give the API base URL, e.g. http://127.0.0.1:8000/compatible-mode/v1 (openai) or …/api/v1 (dashscope)."))
     deployment_code = values.get("deployment_code")
     if not deployment_code:
-        raise InputError("Missing --deployment-code: give the deployment code shown in the Bailian console, e.g. qwen-plus-d824b8ad.")
+        raise InputError(_("Missing --deployment-code: give the deployment code shown in the Bailian console, e.g. qwen-plus-d824b8ad."))
 
     for name in ("request_timeout", "arrival_qpm", "offered_tpm", "stage_duration", "speedup", "trace_target_tpm", "max_total_tokens", "max_duration", "burst_credit_max"):
         _positive("--" + name.replace("_", "-"), values.get(name))
@@ -262,3 +263,20 @@ def load_options(parsed: argparse.Namespace, host: str | None) -> LoadOptions:
         max_duration_s=values.get("max_duration"),
         drain_timeout_s=_float_or(values.get("drain_timeout"), 30.0),
     )
+
+
+def print_help() -> None:
+    """Print the help of the ptu-verify options.
+
+    Locust 2.47 prints ``--help`` before it imports the locustfile, so these options are missing
+    from ``locust -f loadtest/locustfile.py --help``; ``python -m loadtest.options`` shows them.
+    """
+    import configargparse
+
+    parser = configargparse.ArgumentParser(prog="locust -f loadtest/locustfile.py", description="ptu-verify options of the Locust locustfile.")
+    register_options(parser)
+    parser.print_help()
+
+
+if __name__ == "__main__":
+    print_help()

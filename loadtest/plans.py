@@ -374,11 +374,6 @@ def search_stage(index: int, fraction: float, capacity: NominalCapacity, duratio
     return _measured_stage(stage_label("search", index, fraction), fraction, capacity, duration_s, warmup_s)
 
 
-def is_finite_duration(duration_s: float | None) -> bool:
-    """True for a duration that is a real limit, not the 'until stopped' placeholder."""
-    return duration_s is not None and math.isfinite(duration_s) and duration_s < PLAN_DEFAULTS["rate"][0]
-
-
 def spec_tokens(spec: RequestSpec) -> int:
     """Return a request's token estimate: expected input tokens (or the template count) + max_tokens."""
     if spec.expected_input_tokens is not None:

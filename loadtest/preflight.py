@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from ptu_verify.i18n import _
 from ptu_verify.records import RequestRecord
 from ptu_verify.requests import RequestSpec
 
@@ -50,7 +51,7 @@ def check_api_key(options: LoadOptions) -> str | None:
     """Return a problem description when the API key variable is not set, else None."""
     if options.api_key():
         return None
-    return f"The environment variable {options.api_key_env} is not set. Export the API key in it, or name another variable with --api-key-env."
+    return _("The environment variable {variable} is not set. Export the API key in it, or name another variable with --api-key-env.").format(variable=options.api_key_env)
 
 
 def explain(record: RequestRecord, options: LoadOptions) -> str | None:
@@ -64,12 +65,20 @@ def explain(record: RequestRecord, options: LoadOptions) -> str | None:
         logger.warning("The preflight request was throttled (%s); the deployment exists, the load starts anyway", detail)
         return None
     if status in (401, 403):
-        return f"The API key in {options.api_key_env} was rejected ({detail}). Check the key and that it belongs to the workspace of deployment {options.deployment_code}."
+        return _("The API key in {variable} was rejected ({detail}). Check the key and that it belongs to the workspace of deployment {code}.").format(
+            variable=options.api_key_env, detail=detail, code=options.deployment_code
+        )
     if status == 404:
-        return f"Deployment code {options.deployment_code!r} was not found at {options.host} ({detail}). Copy the deployment code from the Bailian console and check --host and --api ({options.api})."
+        return _("Deployment code '{code}' was not found at {host} ({detail}). Copy the deployment code from the Bailian console and check --host and --api ({api}).").format(
+            code=options.deployment_code, host=options.host, detail=detail, api=options.api
+        )
     if outcome in ("connection_error", "timeout"):
-        return f"Cannot reach {options.host} ({outcome}: {detail or 'no response'}). Check --host, the network and any proxy settings."
-    return f"The preflight request to {options.host} failed: {outcome} ({detail or 'no detail'}). Fix the cause, or pass --skip-preflight to start anyway."
+        return _("Cannot reach {host} ({outcome}: {detail}). Check --host, the network and any proxy settings.").format(
+            host=options.host, outcome=outcome, detail=detail or _("no response")
+        )
+    return _("The preflight request to {host} failed: {outcome} ({detail}). Fix the cause, or pass --skip-preflight to start anyway.").format(
+        host=options.host, outcome=outcome, detail=detail or _("no detail")
+    )
 
 
 def run_preflight(options: LoadOptions, api_key: str | None, *, run_id: str = "", worker_id: str = "preflight") -> PreflightResult:

@@ -14,6 +14,7 @@ master → worker: ``ptu_order`` (a StageOrder), ``ptu_cut`` (end a stage early)
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import sys
@@ -27,13 +28,14 @@ import gevent
 from locust.runners import MasterRunner, WorkerRunner
 
 from ptu_verify.errors import ExitCode, InputError
+from ptu_verify.i18n import _
 from ptu_verify.records import RUN_SCHEMA, RunInfo
 
 from .controller import PlanController
 from .dispatch import StageOrder
 from .health import assess_generator
 from .options import LoadOptions, find_mismatches, load_options, snapshot_options
-from .plans import PlanSpec, build_plan, estimate_plan, is_finite_duration, trace_timing
+from .plans import PlanSpec, build_plan, estimate_plan, trace_timing
 from .preflight import check_api_key, run_preflight
 from .recorder import RunDirectory, redact_host, software_versions
 from .users import LoadSession, LocalSink, ShippingSink, set_session
@@ -58,7 +60,7 @@ def is_loopback(url: str) -> bool:
 
 
 def _exit_with_error(message: str) -> None:
-    sys.stderr.write(f"Error: {message}\n")
+    sys.stderr.write(_("Error: {message}").format(message=message) + "\n")
     sys.stderr.flush()
     sys.exit(int(ExitCode.USAGE))
 
@@ -161,7 +163,7 @@ class Runtime:
             result = run_preflight(options, options.api_key(), run_id=self.run_id)
             self.preflight = result.as_dict()
             if result.problem:
-                _exit_with_error("Preflight failed, no load was sent. " + result.problem)
+                _exit_with_error(_("Preflight failed, no load was sent.") + " " + result.problem)
                 return
 
         self._announce_plan(options)
@@ -182,27 +184,39 @@ class Runtime:
 
         workload = load_workload(options.workload, seed=options.seed)
         self.expected_tokens_per_request = float(workload.expected_tokens_per_request())
-        run_time_s = getattr(self.environment.parsed_options, "run_time", None)
+        run_time_s = getattr(self.environment.parsed_options, "run_time", None) or options.max_duration_s
         trace_duration_s = None
         time_scale = 1.0
+        trace_offered: tuple[float, float] | None = None
         if options.plan == "trace" and options.trace:
             from ptu_verify.workloads import load_trace
 
             specs = load_trace(options.trace, seed=options.seed)
             time_scale, trace_duration_s, trace_tpm = trace_timing(specs, options.speedup, options.trace_target_tpm)
+            trace_offered = (trace_tpm / time_scale, len(specs) * 60.0 / trace_duration_s)
             logger.info("Trace of %d requests: mean %.0f TPM as recorded, replayed with time scale %.3f", len(specs), trace_tpm, time_scale)
         self.plan = build_plan(options, self.expected_tokens_per_request, run_time_s=run_time_s, trace_duration_s=trace_duration_s)
+        if trace_offered is not None:
+            self.plan.stages[0] = dataclasses.replace(self.plan.stages[0], offered_tpm=trace_offered[0], offered_qpm=trace_offered[1])
         self.plan_time_scale = time_scale
 
     def _announce_plan(self, options: LoadOptions) -> None:
         """Print the plan's duration and token estimate; required before loading a non-loopback host."""
         assert self.plan is not None
         duration_s, tokens = estimate_plan(self.plan, options.search_max_stages)
-        duration_text = f"{duration_s / 60:.1f} min" if duration_s is not None else "until stopped (-t, --max-duration or Ctrl+C)"
-        tokens_text = f"about {tokens:,.0f} tokens" if tokens is not None else "tokens not estimable for this plan"
-        message = f"Plan {self.plan.kind} against {redact_host(options.host)} ({options.deployment_code}): {duration_text}, {tokens_text}."
+        if duration_s is not None:
+            duration_text = _("{minutes:.1f} min").format(minutes=duration_s / 60)
+        else:
+            duration_text = _("until stopped (-t, --max-duration or Ctrl+C)")
+        if tokens is not None:
+            tokens_text = _("about {tokens:,.0f} tokens").format(tokens=tokens)
+        else:
+            tokens_text = _("tokens not estimable for this plan")
+        message = _("Plan {plan} against {host} ({code}): {duration}, {tokens}.").format(
+            plan=self.plan.kind, host=redact_host(options.host), code=options.deployment_code, duration=duration_text, tokens=tokens_text
+        )
         if options.max_total_tokens is not None:
-            message += f" Stops at {options.max_total_tokens:,.0f} tokens (--max-total-tokens)."
+            message += " " + _("Stops at {tokens:,.0f} tokens (--max-total-tokens).").format(tokens=options.max_total_tokens)
         if not is_loopback(options.host):
             sys.stderr.write(message + "\n")
             sys.stderr.flush()
@@ -226,9 +240,10 @@ class Runtime:
             "ended_at": None,
             "partial": True,  # stays true unless the run ends cleanly, so a killed run reads as partial
             "workers": [],
+            "preflight": self.preflight,
+            "stop_reason": None,
+            "api_key_env": options.api_key_env,
         }
-        extra: dict[str, Any] = {"preflight": self.preflight, "stop_reason": None, "api_key_env": options.api_key_env}
-        info.update(extra)  # type: ignore[typeddict-item]
         return info
 
     # ----- test start ------------------------------------------------------------------------
@@ -267,7 +282,7 @@ class Runtime:
             run_time_s=run_time_s,
             distributed=self.role == "master",
         )
-        self.controller.info["time_scale"] = self.plan_time_scale  # type: ignore[typeddict-unknown-key]
+        self.controller.info["time_scale"] = self.plan_time_scale
         self.controller.start()
         if self.plan.kind == "users":
             gevent.spawn(self._fill_users)
@@ -344,9 +359,12 @@ class Runtime:
         if mismatches:
             self.mismatches[worker_id] = mismatches
             details = ", ".join(f"--{name.replace('_', '-')} {values['worker']!r} (master {values['master']!r})" for name, values in mismatches.items())
-            message = f"Worker {worker_id} was started with options that differ from the master's: {details}. It uses the master's values; start workers without these options or with the same values."
-            logger.error(message)
-            sys.stderr.write(f"Warning: {message}\n")
+            logger.error("Worker %s was started with options that differ from the master's: %s. It uses the master's values", worker_id, details)
+            message = _(
+                "Warning: worker {worker} was started with options that differ from the master's: {details}. "
+                "It uses the master's values. Start workers without these options or with the same values."
+            ).format(worker=worker_id, details=details)
+            sys.stderr.write(message + "\n")
         if not msg.data.get("api_key_set", True):
             logger.error("Worker %s has no API key in its environment; its requests will fail with 401", worker_id)
         logger.info("Worker %s is ready to send load", worker_id)
@@ -442,35 +460,34 @@ class Runtime:
         info = self.run_info
         info["ended_at"] = now
         info["partial"] = not complete or bool(lost)
-        extra: dict[str, Any] = {
-            "stop_reason": reason,
-            "lost_workers": lost,
-            "option_mismatches": self.mismatches,
-            "generator": verdict.as_dict(),
-            "generator_behind": verdict.behind,
-            "records_written": self.run_directory.records.rows_written,
-        }
-        info.update(extra)  # type: ignore[typeddict-item]
+        info["stop_reason"] = reason
+        info["lost_workers"] = lost
+        info["option_mismatches"] = self.mismatches
+        info["generator"] = verdict.as_dict()
+        info["generator_behind"] = verdict.behind
+        info["records_written"] = self.run_directory.records.rows_written
         self.run_directory.write_run_info(info)
         if verdict.behind:
             logger.warning("The load generator fell behind (%s); treat latency figures of this run as inconclusive", "; ".join(verdict.reasons))
         logger.info("Run %s ended (%s): %d records in %s", self.run_id, reason, self.run_directory.records.rows_written, self.run_directory.path)
 
     def _stop_reason(self, now: float) -> tuple[str, bool]:
-        """Return why the run stopped and whether that is its natural end."""
+        """Return why the run stopped and whether that is its natural end.
+
+        Plans users and rate have no end of their own: -t or --max-duration ends them normally.
+        """
         controller = self.controller
         if controller is not None and controller.completed:
             return "plan completed", True
-        run_time_s = getattr(self.environment.parsed_options, "run_time", None)
-        run_time_reached = bool(run_time_s and self.started_at and now >= self.started_at + run_time_s - 1.0)
-        open_ended = self.plan is not None and self.plan.kind in ("users", "rate") and not is_finite_duration(self.plan.stages[0].duration_s if self.plan.stages else None)
+        open_ended = self.plan is not None and self.plan.kind in ("users", "rate")
         requested = controller.stop_reason if controller is not None else None
-        if requested == "max-duration reached" and open_ended:
-            return requested, True
+        if requested == "max-duration reached":
+            return requested, open_ended
         if requested:
             return requested, False
-        if run_time_reached:
-            return "run time limit (-t) reached", bool(self.plan is not None and self.plan.kind in ("users", "rate"))
+        run_time_s = getattr(self.environment.parsed_options, "run_time", None)
+        if run_time_s and self.started_at and now >= self.started_at + run_time_s - 1.0:
+            return "run time limit (-t) reached", open_ended
         return "interrupted", False
 
 
@@ -507,10 +524,12 @@ def install(events: Any) -> Runtime:
     would block the event loop long enough for the master to declare the worker missing. Processes
     forked by ``--processes`` inherit it.
     """
+    from ptu_verify.i18n import set_language
     from ptu_verify.tokens import count_tokens
 
     from .options import register_options
 
+    set_language(None)  # PTU_VERIFY_LANG or the locale variables choose en or zh
     count_tokens("warm up")
 
     events.init_command_line_parser.add_listener(register_options)

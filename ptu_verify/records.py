@@ -124,6 +124,15 @@ class RunInfo(TypedDict, total=False):
     ended_at: float | None
     partial: bool  # the run was interrupted or a worker was lost
     workers: list[str]
+    # Written by the Locust side (docs/records.md):
+    api_key_env: str  # name of the variable the key was read from, never the key
+    preflight: dict[str, Any] | None  # outcome of the preflight request
+    stop_reason: str | None  # plan completed, run time limit (-t) reached, max-duration reached, interrupted, …
+    lost_workers: list[str]  # workers that sent no final batch
+    option_mismatches: dict[str, dict[str, Any]]  # worker id -> option -> {worker, master}
+    generator: dict[str, Any]  # load-generator verdict: behind, reasons, dispatch counts per stage
+    generator_behind: bool  # "generator fell behind": latency figures are inconclusive
+    records_written: int
 
 
 class PlanStage(TypedDict):
@@ -149,6 +158,15 @@ class PlanInfo(TypedDict, total=False):
     capacity_qpm: float | None
     tokens_per_request: float | None
     stages: list[PlanStage]
+    # Written by the Locust side (docs/plans.md):
+    expected_tokens_per_request: float  # the workload's estimate before any recalibration
+    binding_limit: str | None  # tpm | qpm
+    binding_capacity_tpm: float | None  # the binding limit in tokens per minute; stage fractions refer to it
+    workers: int
+    calibration: dict[str, Any] | None  # expected vs observed tokens per request, when recalibrated
+    search: dict[str, Any]  # capacity-search result (--plan search)
+    burst_credit: dict[str, Any]  # end of the burst-credit phase (--burst-credit)
+    time_scale: float  # trace plans: factor applied to every trace offset
 
 
 class HealthSample(TypedDict):

@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-
 from locust_helpers import DEPLOYMENT, FAKE_KEY
 
 

@@ -32,6 +32,7 @@ def locust_env(**extra: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("LOCUST_")}
     env["DASHSCOPE_API_KEY"] = FAKE_KEY
     env["PYTHONUNBUFFERED"] = "1"
+    env["PTU_VERIFY_LANG"] = "en"  # the tests match English messages
     env.update(extra)
     return env
 

@@ -10,7 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from locust_helpers import DEPLOYMENT, LOCUSTFILE, free_port, locust_command, locust_env, read_json, read_records, wait_for
+from locust_helpers import (
+    DEPLOYMENT,
+    LOCUSTFILE,
+    free_port,
+    locust_command,
+    locust_env,
+    read_json,
+    read_records,
+    wait_for,
+)
 
 
 def _worker(port: int, *args: str) -> subprocess.Popen[str]:

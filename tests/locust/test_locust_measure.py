@@ -31,14 +31,15 @@ def _check_against_simulator(records: list[dict[str, Any]], sim_entries: list[di
         assert record["tokens_estimated"] is False
         # The client's TTFT includes the TCP connect, the server's starts at arrival. Twenty users that
         # connect at once in the first second add up to ~12 ms on 2 cores, so that second is left out.
-        # On an idle 2-core machine 95 % of the rest agree within 5 ms (median 0.5 ms); the bounds below
-        # leave room for other processes competing for the CPU.
+        # On an idle 2-core machine 95 % of the rest agree within 5 ms (median 0.5 ms). The bounds below
+        # leave room for other processes competing for the CPU, and still catch a systematic offset such
+        # as timing the headers or the end of JSON parsing.
         if record["started_at"] >= first_started_at + 1.0:
             ttft_differences_ms.append(abs(record["ttft_s"] - (entry["first_token_at"] - entry["arrived_at"])) * 1000)
     assert len(ttft_differences_ms) >= 10
     within_5ms = sum(1 for difference in ttft_differences_ms if difference <= 5.0) / len(ttft_differences_ms)
     assert statistics.median(ttft_differences_ms) <= 5.0, f"median TTFT difference {statistics.median(ttft_differences_ms):.1f} ms"
-    assert within_5ms >= 0.75, f"only {within_5ms:.0%} of TTFTs within 5 ms of the server's"
+    assert within_5ms >= 0.6, f"only {within_5ms:.0%} of TTFTs within 5 ms of the server's"
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
@@ -77,7 +78,7 @@ def test_records_match_simulator(simulator: Any, tmp_path: Path, api: str, extra
 class _ScriptedStream(BaseHTTPRequestHandler):
     """Headers at once, first token at 0.5 s, last event at 6.0 s (an OpenAI-compatible stream)."""
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server naming
+    def do_POST(self) -> None:
         started = time.perf_counter()
         self.rfile.read(int(self.headers.get("Content-Length", "0")))
         self.send_response(200)
@@ -102,7 +103,7 @@ class _ScriptedStream(BaseHTTPRequestHandler):
         event({"id": "c", "object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 20, "completion_tokens": 4, "total_tokens": 24}}, 5.98)
         event("[DONE]", 6.0)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server signature
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
 

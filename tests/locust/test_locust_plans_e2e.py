@@ -36,14 +36,20 @@ def _stage_figures(records: list[dict[str, Any]], stage: dict[str, Any]) -> tupl
 def test_step_plan_saturates_at_capacity(simulator: Any, tmp_path: Path) -> None:
     sim = _turbo(simulator)
     run_dir = tmp_path / "run"
-    result = run_locust(sim.openai_base_url, run_dir, "--plan", "step", *PLAN_ARGS, "--stages", "0.5,1.25,1.5", "--stage-duration", "3", "--warmup", "1")
+    step_args = ["--stages", "0.5,1.25,1.5", "--stage-duration", "3", "--warmup", "1", "--burst-credit", "--burst-credit-max", "3"]
+    result = run_locust(sim.openai_base_url, run_dir, "--plan", "step", *PLAN_ARGS, *step_args)
     assert result.returncode in (0, 1), result.stderr[-3000:]  # 1: Locust counts the 429s as failures
 
     plan = read_json(run_dir / "plan.json")
     capacity_tpm = plan["binding_capacity_tpm"]
     assert plan["binding_limit"] == "qpm"
+    burst, *stages = plan["stages"]
+    assert burst["label"] == "burst-credit"
+    assert burst["measure_start_at"] == burst["end_at"], "the burst-credit phase must not be measured"
+    assert burst["end_at"] == stages[0]["start_at"]
+    assert "throttled" in plan["burst_credit"]
     records = read_records(run_dir)
-    figures = {stage["label"]: (stage["offered_tpm"], *_stage_figures(records, stage)) for stage in plan["stages"]}
+    figures = {stage["label"]: (stage["offered_tpm"], *_stage_figures(records, stage)) for stage in stages}
     (low_offered, low_achieved, low_share), (_, high_achieved, high_share), (_, top_achieved, top_share) = figures.values()
 
     assert low_achieved == pytest.approx(low_offered, rel=0.15), figures
@@ -57,7 +63,7 @@ def test_step_plan_saturates_at_capacity(simulator: Any, tmp_path: Path) -> None
     assert run_info["stop_reason"] == "plan completed"
     assert run_info["partial"] is False
     assert run_info["generator_behind"] is False, run_info["generator"]
-    assert {record["stage"] for record in records} == set(figures)
+    assert {record["stage"] for record in records} == {"burst-credit", *figures}
 
 
 @pytest.mark.slow

@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from locust_helpers import locust_command, locust_env, read_json, read_records, run_locust, wait_for
+from locust_helpers import (
+    locust_command,
+    locust_env,
+    read_json,
+    read_records,
+    run_locust,
+    wait_for,
+)
 
 
 @pytest.mark.slow

@@ -10,10 +10,15 @@ import configargparse
 import gevent
 import pytest
 
-from loadtest.dispatch import Dispatcher, StageOrder, arrival_times
+from loadtest.dispatch import Dispatcher, StageOrder, arrival_times, trace_arrivals
 from loadtest.health import DispatchCounters, assess_generator
-from loadtest.options import find_mismatches, load_options, option_defaults, register_options
-from loadtest.plans import CapacitySearch, build_plan, estimate_plan
+from loadtest.options import (
+    find_mismatches,
+    load_options,
+    option_defaults,
+    register_options,
+)
+from loadtest.plans import CapacitySearch, build_plan, estimate_plan, trace_timing
 from loadtest.recorder import JsonlWriter, RecentRecords, redact_host
 from ptu_verify.errors import InputError
 from ptu_verify.requests import RequestSpec
@@ -210,3 +215,16 @@ def test_recent_records_window_by_completion() -> None:
 
 def test_redact_host_drops_credentials() -> None:
     assert redact_host("https://user:secret@example.com:8443/api/v1?key=sk-1#x") == "https://example.com:8443/api/v1"
+
+
+def test_trace_timing_and_worker_split() -> None:
+    specs = [RequestSpec(messages=[{"role": "user", "content": "x"}], max_tokens=50, expected_input_tokens=50, trace_offset_s=float(index)) for index in range(10)]
+    # 10 requests of 100 tokens over 9 s: 6,667 TPM as recorded.
+    time_scale, duration_s, recorded_tpm = trace_timing(specs, speedup=1.0, target_tpm=13_333.3)
+    assert recorded_tpm == pytest.approx(6666.7, rel=1e-3)
+    assert time_scale == pytest.approx(0.5, rel=1e-3)
+    assert duration_s == pytest.approx(9 * 0.5 + 1.0, rel=1e-3)
+    assert trace_timing(specs, speedup=4.0, target_tpm=None)[0] == 0.25
+
+    order = StageOrder(label="trace", start_at=100.0, end_at=110.0, qpm=0.0, arrival="trace", slot=1, slots=2, time_scale=0.5)
+    assert [at for at, _spec in trace_arrivals(specs, order)] == [100.5, 101.5, 102.5, 103.5, 104.5]
