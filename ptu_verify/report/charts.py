@@ -82,7 +82,7 @@ def _finish_axes(figure: Figure, title: str, xlabel: str, ylabel: str, percent: 
     elif axes.get_ylim()[1] >= 1000:
         axes.yaxis.set_major_formatter(FuncFormatter(_thousands))
     if axes.get_legend_handles_labels()[0]:
-        axes.legend(frameon=False, fontsize=8, loc="best")
+        axes.legend(frameon=True, framealpha=0.9, edgecolor="none", fontsize=8, loc="best")
 
 
 def svg_line_chart(
