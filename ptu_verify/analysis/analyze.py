@@ -314,6 +314,8 @@ def analyze_run(run_dir: Path, options: AnalysisOptions | None = None) -> Summar
     from_plan = prepared.windows[0].from_plan
 
     # Overall figures first: the observed tokens per request sets the QPM-bound capacity.
+    # NOTE: a catalog entry that sells input and output TPM separately is compared on its total
+    # only; a deployment limited by one side alone would show as under-delivering that total.
     total_span_s = sum(window.measured_s for window in prepared.windows)
     overall = group_metrics(measured, total_span_s, from_plan=from_plan)
     tokens_per_request = overall["tokens_per_request"]
