@@ -56,6 +56,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
 
     import benchlib
     import gevent
+    import psutil
     from locust.env import Environment
 
     from loadtest.client import ClientConfig, StreamClient
@@ -66,6 +67,12 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     def cpu_seconds() -> float:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return usage.ru_utime + usage.ru_stime
+
+    simulator = psutil.Process(args.sim_pid)
+
+    def simulator_cpu_seconds() -> float:
+        times = simulator.cpu_times()
+        return float(times.user + times.system)
 
     def sim(path: str, post: bool = False) -> dict[str, Any]:
         request = urllib.request.Request(args.base_url + path, data=b"" if post else None, method="POST" if post else "GET")
@@ -129,17 +136,18 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         rate_per_s = fraction * capacity_events_per_s / events_per_request
         count = max(1, int(rate_per_s * args.level_s))
         start = time.perf_counter() + 0.2
-        cpu_begin = cpu_seconds()
+        cpu_begin, simulator_begin = cpu_seconds(), simulator_cpu_seconds()
         greenlets = []
         for index in range(count):
             gevent.sleep(max(0.0, start + index / rate_per_s - time.perf_counter()))
             greenlets.append(gevent.spawn(send))
         sent_at = time.perf_counter()
-        cpu_sent = cpu_seconds()
+        cpu_sent, simulator_sent = cpu_seconds(), simulator_cpu_seconds()
         gevent.joinall(greenlets, timeout=120)
         wall_s = sent_at - start
         stats = sim("/sim/stats")
         levels.append(compare(fraction, rate_per_s, records, stats, wall_s, cpu_sent - cpu_begin, benchlib.percentile))
+        levels[-1]["simulator_cpu_percent"] = round(100.0 * (simulator_sent - simulator_begin) / wall_s, 1) if wall_s > 0 else None
         print(f"level {fraction}: {levels[-1]}", file=sys.stderr)
     writer.close()
     client.close()
@@ -195,6 +203,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="result JSON (default bench/results/fidelity.json)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
+    parser.add_argument("--sim-pid", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.levels = [float(value) for value in str(args.levels).split(",") if value.strip()]
 
@@ -210,7 +219,7 @@ def main() -> None:
     output["simulator_settings"] = settings
     with benchlib.SimulatorProcess(settings) as simulator:
         argv = [
-            __file__, "--child", "--base-url", simulator.base_url, "--levels", ",".join(map(str, args.levels)), "--level-s", str(args.level_s),
+            __file__, "--child", "--base-url", simulator.base_url, "--sim-pid", str(simulator.process.pid), "--levels", ",".join(map(str, args.levels)), "--level-s", str(args.level_s),
             "--calibration-s", str(args.calibration_s), "--calibration-users", str(args.calibration_users), "--tokens", str(args.tokens),
         ]
         cpu_before = simulator.cpu_seconds()
@@ -218,10 +227,10 @@ def main() -> None:
         output["simulator_cpu_percent_avg"] = round(100.0 * (simulator.cpu_seconds() - cpu_before) / result["child_wall_s"], 1)
     output.update(result)
     print(f"calibration: {result['calibration']['capacity_events_per_cpu_s']:,} events per CPU-second ({result['calibration']['cpu_percent']} % CPU during calibration)")
-    print("level  cpu%   req    ttft diff p50/p99 ms   e2e diff p50/p99 ms   tokens ours/sim diff %")
+    print("level  cpu%  sim%   req    ttft diff p50/p99 ms   e2e diff p50/p99 ms   tokens ours/sim diff %")
     for level in result["levels"]:
         print(
-            f"{level['fraction']:5.2f} {level['generator_cpu_percent']:5.1f} {level['requests']:5d}   "
+            f"{level['fraction']:5.2f} {level['generator_cpu_percent']:5.1f} {level['simulator_cpu_percent']:5.1f} {level['requests']:5d}   "
             f"{level['ttft_diff_ms']['p50']:8.3f} / {level['ttft_diff_ms']['p99']:8.3f}   "
             f"{level['e2e_diff_ms']['p50']:8.3f} / {level['e2e_diff_ms']['p99']:8.3f}   {level['token_count_diff_percent']}"
         )

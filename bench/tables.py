@@ -57,13 +57,13 @@ def fidelity(result: dict[str, Any]) -> list[str]:
         (f"Calibrated capacity: {calibration['capacity_events_per_cpu_s']:,} events per CPU-second "
         f"({calibration['events_per_s']:,} events/s at {calibration['cpu_percent']} % CPU with {calibration['users']} streams in flight)."),
         "",
-        _row("load (of capacity)", "requests", "generator CPU %", "TTFT diff p50 ms", "TTFT diff p99 ms", "e2e diff p50 ms", "e2e diff p99 ms", "tokens ours vs simulator"),
-        _row(*["---"] * 8),
+        _row("load (of capacity)", "requests", "generator CPU %", "simulator CPU %", "TTFT diff p50 ms", "TTFT diff p99 ms", "e2e diff p50 ms", "e2e diff p99 ms", "tokens ours vs simulator"),
+        _row(*["---"] * 9),
     ]
     for level in result["levels"]:
         lines.append(
             _row(
-                f"{level['fraction'] * 100:.0f} %", _number(level["requests"]), _number(level["generator_cpu_percent"], 1),
+                f"{level['fraction'] * 100:.0f} %", _number(level["requests"]), _number(level["generator_cpu_percent"], 1), _number(level.get("simulator_cpu_percent"), 1),
                 _number(level["ttft_diff_ms"]["p50"], 2), _number(level["ttft_diff_ms"]["p99"], 2),
                 _number(level["e2e_diff_ms"]["p50"], 2), _number(level["e2e_diff_ms"]["p99"], 2),
                 f"{level['token_count_diff_percent']:+.3f} %" if level["token_count_diff_percent"] is not None else "–",
@@ -76,11 +76,12 @@ def analysis(result: dict[str, Any]) -> list[str]:
     return [
         _run_line(result),
         "",
-        _row("records", "records.jsonl MB", "analyze s", "render s", "total s (in process)", "process wall s", "peak RSS MB"),
+        _row("records", "records.jsonl MB", "analyze s", "render s", "total s (in process)", "process wall s", "peak RSS MB (main / largest worker / whole tree)"),
         _row(*["---"] * 7),
         _row(
             _number(result["records"]), _number(result["records_file_mb"], 1), _number(result["analyze_s"], 2), _number(result["render_s"], 2),
-            _number(result["total_s"], 2), _number(result["child_wall_s"], 2), _number(result["peak_rss_mb"], 0),
+            _number(result["total_s"], 2), _number(result["child_wall_s"], 2),
+            f"{_number(result['peak_rss_mb'])} / {_number(result['peak_worker_rss_mb'])} / {_number(result['peak_tree_rss_mb'])}",
         ),
     ]
 
@@ -90,7 +91,7 @@ def simulator(result: dict[str, Any]) -> list[str]:
         _run_line(result),
         "",
         _row("streams", "offered events/s", "plateau events/s", "server CPU % (plateau)", "completed", "elapsed s (ideal)", "first event p50 / p99 s", "kept up"),
-        _row(*["---"] * 8),
+        _row(*["---"] * 9),
     ]
     for level in result["levels"]:
         lines.append(
