@@ -29,7 +29,7 @@ from ..catalog import ModelSpec
 from ..errors import InputError, RuntimeFailure
 from ..i18n import _, get_language
 from ..sizing import Prices
-from .progress import RecordTail, compute_progress, format_progress, read_plan
+from .progress import RecordTail, compute_progress, format_plan_estimate, format_progress, read_plan
 
 __all__ = [
     "RunOptions",
@@ -304,6 +304,8 @@ def _locust_environment(options: RunOptions) -> dict[str, str]:
     environment = dict(os.environ)
     if options.simulated:
         environment[options.api_key_env] = SIMULATOR_API_KEY
+    # Locust's own messages (preflight errors, the plan estimate) in the language of this command.
+    environment["PTU_VERIFY_LANG"] = get_language()
     # Unbuffered, so the tail of locust.log shown after a failure is complete.
     environment.setdefault("PYTHONUNBUFFERED", "1")
     return environment
@@ -350,6 +352,7 @@ def _watch_locust(
     tail = RecordTail(run_dir)
     started = time.time()
     last_print = 0.0
+    announced = False
     overran = False
     while process.poll() is None:
         stop.event.wait(POLL_INTERVAL_S)
@@ -361,6 +364,10 @@ def _watch_locust(
         now = time.time()
         tail.poll()
         plan = read_plan(run_dir)
+        if plan is not None and not announced:
+            # The Locust side prints its estimate to locust.log only; the user of ``run`` sees it here.
+            echo(format_plan_estimate(plan))
+            announced = True
         if now - last_print >= PROGRESS_INTERVAL_S:
             echo(format_progress(compute_progress(tail.records, plan, now)))
             last_print = now

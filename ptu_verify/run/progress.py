@@ -17,7 +17,16 @@ from typing import Any
 from ..i18n import _
 from ..records import PlanInfo, PlanStage, record_files
 
-__all__ = ["RecordTail", "ProgressSnapshot", "compute_progress", "format_progress", "read_plan", "percentile"]
+__all__ = [
+    "RecordTail",
+    "ProgressSnapshot",
+    "compute_progress",
+    "format_progress",
+    "read_plan",
+    "percentile",
+    "plan_estimate",
+    "format_plan_estimate",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -206,4 +215,31 @@ def format_progress(snapshot: ProgressSnapshot) -> str:
         ttft=ttft,
         records=snapshot.total_records,
         left=left,
+    )
+
+
+def plan_estimate(plan: PlanInfo) -> tuple[float | None, float | None]:
+    """Return the plan's duration in seconds and its offered tokens (an upper bound on the tokens used).
+
+    Returns None for what plan.json cannot tell: a search plan adds stages as it goes, and a plan
+    without offered TPM (closed-loop users) has no token figure.
+    """
+    stages = list(plan.get("stages", []))
+    if not stages or plan.get("plan") == "search":
+        return None, None
+    duration_s = max(stage["end_at"] for stage in stages) - min(stage["start_at"] for stage in stages)
+    offered = [stage.get("offered_tpm") for stage in stages]
+    if any(value is None for value in offered):
+        return duration_s, None
+    tokens = sum(float(value or 0.0) * (stage["end_at"] - stage["start_at"]) / 60.0 for value, stage in zip(offered, stages))
+    return duration_s, tokens
+
+
+def format_plan_estimate(plan: PlanInfo) -> str:
+    """Render the plan's kind, length and offered tokens as one console line."""
+    duration_s, tokens = plan_estimate(plan)
+    duration = _("{minutes:.1f} min").format(minutes=duration_s / 60.0) if duration_s is not None else _("length not known in advance")
+    offered = _("at most {tokens} tokens offered").format(tokens=_number(tokens)) if tokens is not None else _("tokens not estimable for this plan")
+    return _("Plan {plan}: {stages} stages, {duration}, {offered}.").format(
+        plan=plan.get("plan", "-"), stages=len(plan.get("stages", [])), duration=duration, offered=offered
     )

@@ -88,7 +88,7 @@ def write_run(
 
 
 def test_compare_same_configuration_not_flagged(tmp_path: Path) -> None:
-    for pair in range(8):
+    for pair in range(5):
         baseline = write_run(tmp_path / f"base{pair}", seed=100 + pair)
         current = write_run(tmp_path / f"cur{pair}", seed=200 + pair)
         result = compare_runs(baseline, current)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ptu_verify.records import PlanInfo
-from ptu_verify.run.progress import RecordTail, compute_progress, format_progress, percentile
+from ptu_verify.run.progress import RecordTail, compute_progress, format_plan_estimate, format_progress, percentile, plan_estimate
 
 T0 = 1_700_000_000.0
 
@@ -147,3 +147,17 @@ def test_percentile_interpolates() -> None:
     assert percentile([3.0], 0.95) == 3.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == pytest.approx(2.5)
     assert percentile([float(value) for value in range(101)], 0.95) == pytest.approx(95.0)
+
+
+def test_plan_estimate_from_stages() -> None:
+    duration_s, tokens = plan_estimate(plan())
+    assert duration_s == pytest.approx(120.0)
+    assert tokens == pytest.approx(100_000 + 200_000)
+    assert format_plan_estimate(plan()) == "Plan step: 2 stages, 2.0 min, at most 300,000 tokens offered."
+
+
+def test_plan_estimate_unknown_for_search() -> None:
+    search = plan()
+    search["plan"] = "search"
+    assert plan_estimate(search) == (None, None)
+    assert "tokens not estimable" in format_plan_estimate(search)
