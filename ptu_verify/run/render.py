@@ -15,7 +15,7 @@ import jinja2
 
 from ..cli.common import render_table
 from ..i18n import _, get_language
-from ..report.charts import svg_bar_chart, svg_line_chart
+from ..report.charts import svg_bar_chart
 from .compare import CompareResult, MetricComparison
 from .history import History, HistoryPoint
 
@@ -249,39 +249,36 @@ def render_compare_html(result: CompareResult) -> str:
 
 
 def _history_charts(history: History) -> list[str]:
-    x = list(range(1, len(history.points) + 1))
+    # Bars over run numbers (#1, #2, …, as in the table): a line chart's x axis would show fractional runs.
+    runs = [f"#{index}" for index in range(1, len(history.points) + 1)]
     points = history.points
     capacities = {point.capacity_tpm for point in points if point.capacity_tpm is not None}
     hlines = {_("purchased capacity"): capacities.pop()} if len(capacities) == 1 else None
     return [
-        svg_line_chart(
-            x,
-            {
-                _("sustained TPM"): [point.sustained_tpm for point in points],
-                _("CI low"): [point.sustained_tpm_ci_low for point in points],
-                _("CI high"): [point.sustained_tpm_ci_high for point in points],
-            },
+        svg_bar_chart(
+            runs,
+            {_("sustained TPM"): [point.sustained_tpm for point in points]},
             title=_("Sustained TPM"),
             xlabel=_("run"),
             hlines=hlines,
             salt="history-tpm",
         ),
-        svg_line_chart(
-            x,
+        svg_bar_chart(
+            runs,
             {_("TTFT p50"): [point.ttft_p50_s for point in points], _("TTFT p95"): [point.ttft_p95_s for point in points]},
             title=_("Time to first token at the highest stage within capacity (s)"),
             xlabel=_("run"),
             salt="history-ttft",
         ),
-        svg_line_chart(
-            x,
+        svg_bar_chart(
+            runs,
             {_("generation speed p50"): [point.speed_p50_tps for point in points]},
             title=_("Generation speed at the highest stage within capacity (tokens/s)"),
             xlabel=_("run"),
             salt="history-speed",
         ),
-        svg_line_chart(
-            x,
+        svg_bar_chart(
+            runs,
             {_("429 share"): [point.throttled_share for point in points]},
             title=_("429 share at the highest stage within capacity"),
             xlabel=_("run"),
@@ -289,6 +286,12 @@ def _history_charts(history: History) -> list[str]:
             salt="history-throttled",
         ),
     ]
+
+
+def _tpm_interval(point: HistoryPoint) -> str:
+    if point.sustained_tpm_ci_low is None or point.sustained_tpm_ci_high is None:
+        return "-"
+    return f"{point.sustained_tpm_ci_low:,.0f} – {point.sustained_tpm_ci_high:,.0f}"
 
 
 def render_history_html(history: History) -> str:
@@ -305,6 +308,7 @@ def render_history_html(history: History) -> str:
                 "verdict": point.verdict or "",
                 "verdict_text": verdicts.get(point.verdict or "", point.verdict or "-") + (" · " + _("SIMULATED") if point.run.simulated else ""),
                 "sustained": format_metric_value("achieved_tpm", point.sustained_tpm),
+                "interval": _tpm_interval(point),
                 "delivered": "-" if point.delivered_fraction is None else f"{point.delivered_fraction * 100:.1f} %",
                 "ttft_p95": format_metric_value("ttft_p95_s", point.ttft_p95_s),
                 "speed": format_metric_value("speed_p50_tps", point.speed_p50_tps),
@@ -320,7 +324,7 @@ def render_history_html(history: History) -> str:
         "charts_title": _("Trend"),
         "charts": _history_charts(history),
         "table_title": _("Runs"),
-        "headers": ["#", _("started"), _("run directory"), _("target"), _("verdict"), _("sustained TPM"), _("of capacity"), _("TTFT p95"), _("speed p50"), _("429 share")],
+        "headers": ["#", _("started"), _("run directory"), _("target"), _("verdict"), _("sustained TPM"), _("confidence interval"), _("of capacity"), _("TTFT p95"), _("speed p50"), _("429 share")],
         "rows": rows,
         "skipped": [_("Skipped {path}: {reason}").format(path=path, reason=reason) for path, reason in history.skipped],
         "footer": _("Latency and 429 figures are from the highest stage offered at or below capacity in each run."),
