@@ -25,8 +25,9 @@ _RUN_DIR = click.Path(exists=False, file_okay=False, path_type=Path)
         "--policy). Writes compare.html and compare.json.\n\n"
         "Exit code: 0 no regression, 1 regression, 2 the runs cannot be compared.\n\n"
         "Examples:\n\n"
-        "  ptu-verify compare reports/nightly-2026-12-01 reports/nightly-2026-12-02\n\n"
-        "  ptu-verify compare baseline/ current/ --policy policy.toml --out compare-out/"
+        "\b\n"
+        "  ptu-verify compare reports/nightly-2026-12-01 reports/nightly-2026-12-02\n"
+        "  ptu-verify compare baseline/ current/ --policy compare.toml --out compare-out/"
     ),
 )
 @click.argument("baseline_dir", type=_RUN_DIR, metavar="BASELINE_DIR")
@@ -63,7 +64,8 @@ def compare_command(baseline_dir: Path, current_dir: Path, policy_path: Path | N
         "without summary.json is searched one level down, so a whole reports/ folder can be given. Prints a table "
         "and writes history.html and history.json.\n\n"
         "Examples:\n\n"
-        "  ptu-verify history reports/\n\n"
+        "\b\n"
+        "  ptu-verify history reports/\n"
         "  ptu-verify history reports/nightly-* --out trend/"
     ),
 )

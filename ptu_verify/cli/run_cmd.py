@@ -55,9 +55,10 @@ def _parse_settings(values: tuple[str, ...]) -> dict[str, Any]:
         "unchanged. Ctrl-C stops the load, analyses what was recorded and marks the report partial.\n\n"
         "Exit code: 0 pass, 1 fail, 2 usage or input error (also a failed preflight), 3 inconclusive, 4 runtime error.\n\n"
         "Examples:\n\n"
-        "  ptu-verify run --model qwen-plus-2025-04-28 --ptu 8\n\n"
-        "  ptu-verify run --model qwen-plus --ptu 8 --deployment-code qwen-plus-d824b8ad "
-        "--base-url https://dashscope.aliyuncs.com/compatible-mode/v1 --plan acceptance\n\n"
+        "\b\n"
+        "  ptu-verify run --model qwen-plus-2025-04-28 --ptu 8\n"
+        "  ptu-verify run --model qwen-plus --ptu 8 --deployment-code qwen-plus-d824b8ad \\\n"
+        "      --base-url https://dashscope.aliyuncs.com/compatible-mode/v1 --plan acceptance\n"
         "  ptu-verify run --model qwen-plus --ptu 8 --plan rate -- --offered-tpm 150000"
     ),
 )
