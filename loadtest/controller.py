@@ -36,7 +36,7 @@ _POLL_S = 0.2
 
 
 class OrderDelivery(Protocol):
-    """How stage orders reach the load generators."""
+    """Delivery of stage orders to the load generators."""
 
     def slots(self) -> list[str]:
         """Return the ids of the load generators that share the load."""
@@ -205,7 +205,7 @@ class PlanController:
         gevent.sleep(max(0.0, at - time.time()))
 
     def _run_burst(self, burst: PlannedStage, at: float) -> float:
-        """Run at capacity until the first throttled answer or the time limit; return when it ended."""
+        """Run at capacity until the first 429 or the time limit; return the time the phase ended."""
         placed = self._place(burst, at)
         self._place_static_preview(placed["end_at"])
         self._order_stage(placed)

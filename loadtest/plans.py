@@ -45,8 +45,8 @@ PLAN_DEFAULTS: dict[str, tuple[float, float]] = {
 SEARCH_START_FRACTION = 1.25
 SEARCH_GROWTH = 1.5
 SEARCH_MAX_THROTTLED_SHARE = 0.01
-# The first probes after a plateau P is known sit at P × 0.96 and P × 1.03: far enough from P that one
-# 429 more or less does not flip them, close enough that one bisection closes a 5 % bracket.
+# The first probes after a plateau P is known sit at P × 0.96 and P × 1.03. They are far enough from P
+# that one 429 more or less does not flip them, and close enough that one more step closes a 5 % bracket.
 SEARCH_BELOW_PLATEAU = 0.96
 SEARCH_ABOVE_PLATEAU = 1.03
 
@@ -336,8 +336,8 @@ class CapacitySearch:
                 return below
             return self.bad * 0.7
         low, high = self.good, self.bad
-        # Probe around the plateau, then creep up from the highest good load in 3 % steps: every
-        # throttled stage so far says capacity is near the plateau, so halving a wide bracket wastes stages.
+        # Probe around the plateau, then creep up from the highest good load in 3 % steps. Every
+        # throttled stage so far put capacity near the plateau, so halving a wide bracket wastes stages.
         candidates = [low * SEARCH_ABOVE_PLATEAU]
         if plateau:
             candidates = [plateau * SEARCH_BELOW_PLATEAU, plateau * SEARCH_ABOVE_PLATEAU, *candidates]

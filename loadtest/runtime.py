@@ -389,7 +389,7 @@ class Runtime:
         return awaited
 
     def wait_for_workers(self) -> list[str]:
-        """Wait until every connected worker said hello; return the worker ids that share the load."""
+        """Wait until every connected worker sent ptu_hello; return the worker ids that share the load."""
         deadline = time.time() + HELLO_TIMEOUT_S
         while time.time() < deadline:
             expected = len(self.runner.clients.ready) + len(self.runner.clients.spawning) + len(self.runner.clients.running)
