@@ -11,7 +11,7 @@ from test_rel_support import read_json, read_records, run_locust, simulator, wai
 
 RUN_TIME_S = 60  # -t: far beyond either cap, so only the cap can end the run in time
 TOKEN_CAP = 4000
-DURATION_CAP_S = 3.0
+DURATION_CAP_S = 2.0
 
 
 def _record_tokens(record: dict[str, Any]) -> int:

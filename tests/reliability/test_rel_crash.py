@@ -129,7 +129,7 @@ def test_sigkill_one_worker_marks_partial(tmp_path: Path, run_cli: Any) -> None:
 def test_ctrl_c_on_run_gives_partial_report(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     process = subprocess.Popen(
-        cli_command("run", "--model", MODEL, "--ptu", "8", "--out", str(run_dir), "--seed", "3"),
+        cli_command("run", "--model", MODEL, "--ptu", "8", "--out", str(run_dir), "--seed", "3", "--plan", "users", "--", "-u", "4", "-r", "4"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=child_env(),
@@ -137,7 +137,8 @@ def test_ctrl_c_on_run_gives_partial_report(tmp_path: Path) -> None:
         start_new_session=True,
     )
     try:
-        wait_for(lambda: _record_count(run_dir) >= 5, 60.0, "5 records from ptu-verify run")
+        wait_for(lambda: _record_count(run_dir) >= 5 or process.poll() is not None, 60.0, "5 records from ptu-verify run")
+        assert process.poll() is None, f"ptu-verify run ended early:\n{process.communicate()[1].decode()[-3000:]}"
         interrupted_at = time.time()
         # Ctrl-C in a terminal signals the foreground process group: ptu-verify, not its Locust child,
         # which runs in a session of its own.

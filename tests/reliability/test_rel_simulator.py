@@ -13,7 +13,14 @@ from typing import Any
 
 import psutil
 import pytest
-from test_rel_support import DEPLOYMENT, MODEL, child_env, cli_command, simulator, wait_for
+from test_rel_support import (
+    DEPLOYMENT,
+    MODEL,
+    child_env,
+    cli_command,
+    simulator,
+    wait_for,
+)
 
 COMPAT_PATH = "/compatible-mode/v1/chat/completions"
 NATIVE_PATH = "/api/v1/services/aigc/text-generation/generation"
@@ -128,7 +135,7 @@ def test_nested_json_is_client_error(sim: Any) -> None:
 
 
 def test_slow_client_does_not_block(sim: Any) -> None:
-    """A client trickling its body one byte at a time holds one connection, not the server."""
+    """A client trickling its body one byte at a time blocks its own connection, not the server."""
     body = json.dumps(_chat_body("openai")).encode()
     host, port = sim.base_url.removeprefix("http://").split(":")
     head = f"POST {COMPAT_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
@@ -155,7 +162,7 @@ def test_slow_client_does_not_block(sim: Any) -> None:
 
 
 def test_connection_flood_survives(sim: Any) -> None:
-    """300 idle connections plus 30 half-sent requests: /health still answers, and so do real requests."""
+    """300 idle connections plus 30 half-sent requests: /health and chat requests still get responses."""
     host, port = sim.base_url.removeprefix("http://").split(":")
     idle: list[socket.socket] = []
     try:

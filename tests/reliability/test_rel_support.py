@@ -1,6 +1,6 @@
 """Helpers shared by the reliability tests: simulators, Locust subprocesses, CLI subprocesses, polling.
 
-This module holds no tests. It is imported by name (``from test_rel_support import ...``) because a
+This module contains no tests. It is imported by name (``from test_rel_support import ...``) because a
 conftest.py here would shadow the ``conftest`` modules that other test folders import.
 """
 
@@ -25,7 +25,7 @@ LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
 SECRET_KEY = "sk-ptuverify-SECRET-0123456789"
 DEPLOYMENT = "qwen-plus-rel"
 MODEL = "qwen-plus-2025-04-28"
-# Short, fast answers so a few seconds of load give a few hundred requests on 2 cores.
+# Short, fast responses so a few seconds of load give a few hundred requests on 2 cores.
 FAST_SIM = {"natural_length_median": 24.0, "natural_length_sigma": 0.3, "speed_tps": 400.0, "ttft_base_s": 0.02, "prefill_s_per_token": 0.0, "seed": 7}
 
 

@@ -1,7 +1,7 @@
-"""Untrusted text is inert in verdict.html, compare.html and history.html.
+"""Untrusted text is inert in verdict.html and compare.html.
 
 Server error messages, deployment codes, profile (workload) names, variant names and prompts carry
-HTML and script payloads. Each report is parsed with html.parser and must hold no script element but
+HTML and script payloads. Each report is parsed with html.parser and must contain no script element but
 the report's own (as many as in a report of a benign run, none of them quoting a payload), no
 event-handler attribute and no external URL. When Chromium is installed, the report is also loaded
 headless and the DOM after scripts ran must show no payload's effect.
@@ -22,9 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_rel_support import DEPLOYMENT, MODEL, read_records, run_locust
+from test_rel_support import read_records, run_locust
 
-from ptu_verify.analysis.synthetic import SyntheticDeployment, SyntheticLoad, write_synthetic_run
+from ptu_verify.analysis.synthetic import (
+    SyntheticDeployment,
+    SyntheticLoad,
+    write_synthetic_run,
+)
 
 # Each payload, if it ran, would leave a mark that the headless browser check looks for.
 PAYLOADS = (
@@ -96,7 +100,8 @@ def assert_inert(report: Path, baseline: Path, expect_texts: tuple[str, ...]) ->
     assert len(found.scripts) == len(benign.scripts), [attrs for attrs, _body in found.scripts]
     for attrs, body in found.scripts:
         assert "src" not in attrs, attrs
-        assert "alert(" not in body and "PWNED" not in body and "pwned" not in body, body[:300]
+        assert "alert(" not in body, body[:300]
+        assert "pwned" not in body.lower(), body[:300]
     assert found.handlers == [], found.handlers
     assert sorted(set(found.urls)) == sorted(set(benign.urls)), found.urls
     assert not found.tags & {"iframe", "svg", "a", "img"} - benign.tags, found.tags - benign.tags
@@ -145,12 +150,9 @@ def _reports(run_cli: Any, first: Path, second: Path, out: Path) -> dict[str, Pa
         assert result.exit_code in (0, 1, 3), result.stderr
     compared = run_cli("compare", str(first), str(second), "--out", str(out / "compare"))
     assert compared.exit_code in (0, 1), compared.stderr
-    history = run_cli("history", str(first), str(second), "--out", str(out / "history"))
-    assert history.exit_code == 0, history.stderr
     return {
         "verdict": first / "verdict.html",
         "compare": out / "compare" / "compare.html",
-        "history": out / "history" / "history.html",
     }
 
 
@@ -163,8 +165,7 @@ def benign_reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for run_dir in (first, second):
         main(["analyze", str(run_dir)])
     main(["compare", str(first), str(second), "--out", str(base / "compare")])
-    main(["history", str(first), str(second), "--out", str(base / "history")])
-    return {"verdict": first / "verdict.html", "compare": base / "compare" / "compare.html", "history": base / "history" / "history.html"}
+    return {"verdict": first / "verdict.html", "compare": base / "compare" / "compare.html"}
 
 
 def test_reports_keep_untrusted_text_inert(tmp_path: Path, run_cli: Any, benign_reports: dict[str, Path]) -> None:
@@ -177,7 +178,6 @@ def test_reports_keep_untrusted_text_inert(tmp_path: Path, run_cli: Any, benign_
     # "{{ 7 * 7 }}" stays literal: no template evaluates text from a run.
     assert_inert(reports["verdict"], benign_reports["verdict"], (workload, variants[0], variants[1], "d" + PAYLOADS[1], "{{ 7 * 7 }}"))
     assert_inert(reports["compare"], benign_reports["compare"], ("d" + PAYLOADS[1],))
-    assert_inert(reports["history"], benign_reports["history"], ())
     summary = json.loads((first / "summary.json").read_text(encoding="utf-8"))
     assert any(PAYLOADS[0] in message for failure in summary["failures"] for message in failure["sample_messages"])
     assert_inert_in_browser(reports["verdict"])
@@ -185,12 +185,12 @@ def test_reports_keep_untrusted_text_inert(tmp_path: Path, run_cli: Any, benign_
 
 
 class _EvilHandler(BaseHTTPRequestHandler):
-    """Answers with errors whose messages and codes are HTML payloads, as HTTP errors and in-stream events."""
+    """Handler that replies with errors whose messages and codes are HTML payloads, as HTTP errors and in-stream events."""
 
     calls = 0
     lock = threading.Lock()
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server naming
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", "0")))
         with self.lock:
             type(self).calls += 1
@@ -209,7 +209,7 @@ class _EvilHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(f"data: {json.dumps({'error': {'message': message, 'code': 'internal_error'}})}\n\n".encode())
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server signature
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
 
@@ -245,4 +245,3 @@ def test_server_and_profile_text_inert_end_to_end(tmp_path: Path, run_cli: Any, 
     # Prompt text is never copied into a report.
     assert "be brief" not in reports["verdict"].read_text(encoding="utf-8")
     assert_inert_in_browser(reports["verdict"])
-    assert DEPLOYMENT and MODEL  # the run used the shared deployment code and model
