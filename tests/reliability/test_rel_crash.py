@@ -112,7 +112,7 @@ def test_sigkill_one_worker_marks_partial(tmp_path: Path, run_cli: Any) -> None:
 
     log = (tmp_path / "locust.log").read_text(encoding="utf-8", errors="replace")
     records = read_records(run_dir)
-    _lost, too_old = _lost_requests(entries, records, crash_at)
+    lost, too_old = _lost_requests(entries, records, crash_at)
     assert not too_old, f"{len(too_old)} requests finished more than {LOSS_WINDOW_S} s before the kill have no record"
     run_info = read_json(run_dir / "run.json")
     assert run_info["ended_at"] is not None, log[-3000:]
@@ -123,6 +123,7 @@ def test_sigkill_one_worker_marks_partial(tmp_path: Path, run_cli: Any) -> None:
     # The surviving worker kept sending until the end; the killed one stopped at the kill.
     assert last_of[surviving.pop()] > crash_at + 1.0
     _analyze_partial(run_cli, run_dir)
+    print(f"worker SIGKILL: {len(records)} records kept, {len(lost)} finished requests lost")
 
 
 @pytest.mark.slow
@@ -161,5 +162,6 @@ def test_ctrl_c_on_run_gives_partial_report(tmp_path: Path) -> None:
     entries = read_json(run_dir / "simulator.json")["requests"]
     records = read_records(run_dir)
     preflight_id = read_json(run_dir / "run.json")["preflight"]["request_id"]
-    _lost, too_old = _lost_requests(entries, records, interrupted_at, preflight_id)
+    lost, too_old = _lost_requests(entries, records, interrupted_at, preflight_id)
     assert not too_old, f"{len(too_old)} requests finished before Ctrl-C have no record"
+    print(f"Ctrl-C: {len(records)} records kept, {len(lost)} finished requests lost")

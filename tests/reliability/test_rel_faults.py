@@ -120,3 +120,4 @@ def test_fault_matrix_end_to_end(tmp_path: Path, api: str, run_cli: Any) -> None
     assert counted == dict(by_fault)
     assert summary["input"]["records"] == len(records)
     assert SECRET_KEY not in (run_dir / "summary.json").read_text(encoding="utf-8")
+    print(f"{api}: {len(records)} records, {unaffected} without an outcome-changing fault, faults {dict(seen_faults)}")
