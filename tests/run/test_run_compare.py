@@ -191,3 +191,20 @@ def test_compare_few_records_insufficient(tmp_path: Path) -> None:
     statuses = {metric.status for stage in result.stages for metric in stage.metrics}
     assert statuses == {"insufficient_data"}
     assert result.exit_code == 0
+
+
+def test_compare_command_exit_codes(tmp_path: Path, run_cli: Any) -> None:
+    baseline = write_run(tmp_path / "base", seed=1)
+    slower = write_run(tmp_path / "slower", seed=2, ttft_factor=1.3)
+    other = write_run(tmp_path / "other", seed=3, workload="rag")
+
+    regression = run_cli("compare", str(baseline), str(slower), "--out", str(tmp_path / "out"))
+    assert regression.exit_code == 1
+    assert "REGRESSION" in regression.stdout
+    assert (tmp_path / "out" / "compare.html").exists()
+    assert (tmp_path / "out" / "compare.json").exists()
+
+    mismatch = run_cli("compare", str(baseline), str(other))
+    assert mismatch.exit_code == 2
+    assert "different workloads: chat" in mismatch.stderr
+    assert not (other / "compare.json").exists()
