@@ -13,7 +13,7 @@ import json
 import shutil
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from test_rel_support import (
     MODEL,
     SECRET_KEY,
     child_env,
+    http_server,
     read_records,
     run_cli_process,
     run_locust,
@@ -87,12 +88,8 @@ class _EchoHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def echo_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/compatible-mode/v1"
-    server.shutdown()
-    server.server_close()
+    with http_server(_EchoHandler) as url:
+        yield url
 
 
 def _assert_no_leak(what: str, text: str) -> None:

@@ -11,9 +11,11 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,19 @@ def simulator(api_key: str | None = SECRET_KEY, ptu: int = 8, **knobs: Any) -> I
     config = SimulatorConfig.for_model(MODEL, ptu=ptu, deployment_code=DEPLOYMENT, api_key=api_key, **settings)
     with start_simulator(config) as running:
         yield running
+
+
+@contextmanager
+def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Serve ``handler`` on 127.0.0.1 port 0 from a thread; yield the OpenAI-compatible base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/compatible-mode/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def child_env(key: str | None = SECRET_KEY, **extra: str) -> dict[str, str]:

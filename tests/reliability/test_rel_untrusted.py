@@ -17,12 +17,12 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_rel_support import read_records, run_locust
+from test_rel_support import http_server, read_records, run_locust
 
 from ptu_verify.analysis.synthetic import (
     SyntheticDeployment,
@@ -215,12 +215,8 @@ class _EvilHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def evil_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _EvilHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/compatible-mode/v1"
-    server.shutdown()
-    server.server_close()
+    with http_server(_EvilHandler) as url:
+        yield url
 
 
 @pytest.mark.slow
