@@ -117,6 +117,9 @@ def _parse(data: Any, source: str) -> Policy:
     sections = {item.name: getattr(policy, item.name) for item in fields(Policy)}
     updates: dict[str, Any] = {}
     for section_name, values in data.items():
+        if section_name == "compare":
+            # Read by ptu-verify compare, so one policy file can serve analyze, run and compare.
+            continue
         if section_name not in sections:
             raise InputError(
                 _("Policy file {file}: unknown section '{section}'. Allowed sections: {allowed}.").format(

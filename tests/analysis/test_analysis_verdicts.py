@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from ptu_verify.analysis import AnalysisOptions, Prices, analyze_run
+from ptu_verify.analysis.policy import load_policy
 from ptu_verify.analysis.synthetic import (
     SyntheticDeployment,
     SyntheticLoad,
@@ -212,3 +213,14 @@ def test_under_delivery_notes_sizing_assumption(tmp_path: Path) -> None:
     assert summary.overall["peak_window_tpm"] >= summary.sustained_tpm["value"]
     notes = summary.note_texts()
     assert any("catalog's 25,000 TPM per PTU; this deployment delivered 17,5" in note for note in notes), notes
+
+
+def test_policy_compare_section_is_left_to_compare(tmp_path: Path) -> None:
+    run_dir = write_synthetic_run(tmp_path / "run", load=SyntheticLoad(fractions=(1.0,)))
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[compare]\nconfidence = 0.9\n\n[throttling]\nmax_throttled_share = 0.02\n", encoding="utf-8")
+
+    loaded = load_policy(policy)
+    assert loaded.throttling.max_throttled_share == 0.02
+    summary = analyze_run(run_dir, AnalysisOptions(policy_path=policy))
+    assert summary.exit_code in (0, 1, 3)
