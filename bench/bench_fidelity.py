@@ -51,6 +51,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     from gevent import monkey
 
     monkey.patch_all()
+    import gc
     import resource
     import urllib.request
 
@@ -91,14 +92,30 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     spec = RequestSpec(messages=[{"role": "user", "content": "Tell me a story."}], max_tokens=args.tokens, workload="bench", variant="default")
     folder = tempfile.TemporaryDirectory(prefix="ptu-bench-fid-")
     writer = JsonlWriter(Path(folder.name) / "records.jsonl")
-    records: list[dict[str, Any]] = []
+    # Only the fields the comparison needs, as flat tuples: a Locust worker ships its records away, so
+    # keeping thousands of record dicts here would add garbage-collector pauses the product does not have.
+    records: list[tuple[Any, ...]] = []
 
     def send() -> None:
         result = client.send(spec, stage="bench")
         for record in result:
             fire_request_events(environment.events, record)
         writer.write(result)
-        records.extend(result)
+        records.extend(compact(record) for record in result)
+
+    # Garbage-collector pauses, a source of event-loop lag that CPU use does not show.
+    gc_pauses_s: list[float] = []
+    gc_started: list[float] = []
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_started[:] = [time.perf_counter()]
+        elif gc_started:
+            gc_pauses_s.append(time.perf_counter() - gc_started[0])
+
+    gc.callbacks.append(on_gc)
+    if args.gc_freeze:
+        gc.freeze()  # what a Locust worker can do once its session is set up
 
     # 1. Calibration: closed loop.
     stop_at = time.perf_counter() + args.calibration_s
@@ -110,9 +127,9 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     gevent.sleep(0)
     users = [gevent.spawn(user) for _ in range(args.calibration_users)]
     gevent.sleep(min(1.0, args.calibration_s * 0.25))  # connections opened, streams in their steady state
-    begin_at, begin_cpu, begin_events = time.perf_counter(), cpu_seconds(), sum(record["chunks"] for record in records)
+    begin_at, begin_cpu, begin_events = time.perf_counter(), cpu_seconds(), sum(record[CHUNKS] for record in records)
     gevent.sleep(max(0.1, stop_at - time.perf_counter() - min(0.2, args.calibration_s * 0.1)))
-    end_at, end_cpu, end_events = time.perf_counter(), cpu_seconds(), sum(record["chunks"] for record in records)
+    end_at, end_cpu, end_events = time.perf_counter(), cpu_seconds(), sum(record[CHUNKS] for record in records)
     gevent.joinall(users, timeout=60)
     events_per_s = (end_events - begin_events) / (end_at - begin_at)
     cpu_fraction = (end_cpu - begin_cpu) / (end_at - begin_at)
@@ -133,6 +150,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     for fraction in args.levels:
         sim("/sim/reset", post=True)
         records.clear()
+        gc_pauses_s.clear()
         rate_per_s = fraction * capacity_events_per_s / events_per_request
         count = max(1, int(rate_per_s * args.level_s))
         start = time.perf_counter() + 0.2
@@ -147,6 +165,8 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         wall_s = sent_at - start
         stats = sim("/sim/stats")
         levels.append(compare(fraction, rate_per_s, records, stats, wall_s, cpu_sent - cpu_begin, benchlib.percentile))
+        levels[-1]["gc_pauses"] = len(gc_pauses_s)
+        levels[-1]["gc_pause_max_ms"] = round(1000.0 * max(gc_pauses_s, default=0.0), 3)
         levels[-1]["simulator_cpu_percent"] = round(100.0 * (simulator_sent - simulator_begin) / wall_s, 1) if wall_s > 0 else None
         print(f"level {fraction}: {levels[-1]}", file=sys.stderr)
     writer.close()
@@ -155,12 +175,24 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     return {"calibration": calibration, "levels": levels}
 
 
-def compare(fraction: float, rate_per_s: float, records: list[dict[str, Any]], stats: dict[str, Any], wall_s: float, cpu_s: float, percentile: Any) -> dict[str, Any]:
+FIELDS = ("request_id", "outcome", "started_at", "ttft_s", "e2e_s", "input_tokens", "output_tokens", "chunks")
+CHUNKS = FIELDS.index("chunks")
+
+
+def compact(record: Any) -> tuple[Any, ...]:
+    """Return the fields of a record the comparison uses, in FIELDS order."""
+    return tuple(record[name] for name in FIELDS)
+
+
+def compare(fraction: float, rate_per_s: float, rows: list[tuple[Any, ...]], stats: dict[str, Any], wall_s: float, cpu_s: float, percentile: Any) -> dict[str, Any]:
     """Match records with server entries by request id and summarise the differences in ms."""
     truth = {entry["request_id"]: entry for entry in stats["requests"]}
     ttft_diff_ms: list[float] = []
     e2e_diff_ms: list[float] = []
+    send_to_arrival_ms: list[float] = []
+    write_to_read_ms: list[float] = []
     ok_tokens = 0
+    records = [dict(zip(FIELDS, row)) for row in rows]
     for record in records:
         if record["outcome"] != "ok":
             continue
@@ -170,6 +202,9 @@ def compare(fraction: float, rate_per_s: float, records: list[dict[str, Any]], s
             continue
         ttft_diff_ms.append(1000.0 * (record["ttft_s"] - (entry["first_token_at"] - entry["arrived_at"])))
         e2e_diff_ms.append(1000.0 * (record["e2e_s"] - (entry["finished_at"] - entry["arrived_at"])))
+        # The TTFT difference split by wall clock (one machine, one clock): request path and response path.
+        send_to_arrival_ms.append(1000.0 * (entry["arrived_at"] - record["started_at"]))
+        write_to_read_ms.append(1000.0 * (record["started_at"] + record["ttft_s"] - entry["first_token_at"]))
     totals = stats["totals"]
     sim_tokens = totals["input_tokens"] + totals["output_tokens"]
 
@@ -185,6 +220,8 @@ def compare(fraction: float, rate_per_s: float, records: list[dict[str, Any]], s
         "generator_cpu_percent": round(100.0 * cpu_s / wall_s, 1) if wall_s > 0 else None,
         "ttft_diff_ms": summary(ttft_diff_ms),
         "e2e_diff_ms": summary(e2e_diff_ms),
+        "send_to_arrival_ms": summary(send_to_arrival_ms),
+        "first_token_write_to_read_ms": summary(write_to_read_ms),
         "ok_tokens_ours": ok_tokens,
         "tokens_simulator": sim_tokens,
         "token_count_diff_percent": round(100.0 * (ok_tokens - sim_tokens) / sim_tokens, 3) if sim_tokens else None,
@@ -200,6 +237,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=50, help="output tokens (= events) per request")
     parser.add_argument("--speed-tps", type=float, default=100.0, help="simulated generation speed, tokens/s")
     parser.add_argument("--ttft-ms", type=float, default=50.0, help="simulated time to first token, ms")
+    parser.add_argument("--gc-freeze", action="store_true", help="call gc.freeze() in the generator after setup, before the load")
     parser.add_argument("--out", type=Path, help="result JSON (default bench/results/fidelity.json)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
@@ -220,7 +258,7 @@ def main() -> None:
     with benchlib.SimulatorProcess(settings) as simulator:
         argv = [
             __file__, "--child", "--base-url", simulator.base_url, "--sim-pid", str(simulator.process.pid), "--levels", ",".join(map(str, args.levels)), "--level-s", str(args.level_s),
-            "--calibration-s", str(args.calibration_s), "--calibration-users", str(args.calibration_users), "--tokens", str(args.tokens),
+            "--calibration-s", str(args.calibration_s), "--calibration-users", str(args.calibration_users), "--tokens", str(args.tokens), *(["--gc-freeze"] if args.gc_freeze else []),
         ]
         cpu_before = simulator.cpu_seconds()
         result = benchlib.run_child(argv, benchlib.GENERATOR_CORE, timeout_s=args.calibration_s + len(args.levels) * (args.level_s + 130) + 60)

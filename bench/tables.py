@@ -1,12 +1,14 @@
-"""Print the Markdown tables of docs/benchmarks.md from bench/results/*.json.
+"""Print the Markdown tables of docs/benchmarks.md from bench/results/*.json, or update them in place.
 
-    python bench/tables.py [RESULTS_DIR]
+    python bench/tables.py                              # print every table
+    python bench/tables.py --update docs/benchmarks.md  # replace each <!-- table:NAME --> … <!-- /table:NAME --> block
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
+import re
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +93,7 @@ def simulator(result: dict[str, Any]) -> list[str]:
         _run_line(result),
         "",
         _row("streams", "offered events/s", "plateau events/s", "server CPU % (plateau)", "completed", "elapsed s (ideal)", "first event p50 / p99 s", "kept up"),
-        _row(*["---"] * 9),
+        _row(*["---"] * 8),
     ]
     for level in result["levels"]:
         lines.append(
@@ -128,10 +130,83 @@ def search_cost(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def main() -> None:
-    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS
-    for name, render in (("generator", generator), ("fidelity", fidelity), ("analysis", analysis), ("simulator", simulator), ("search_cost", search_cost)):
+def _met(condition: bool) -> str:
+    return "met" if condition else "**missed**"
+
+
+def summary(folder: Path) -> list[str]:
+    """Return the table of targets, the measured figures and whether each target is met."""
+    lines = [_row("benchmark", "target", "measured", "result"), _row(*["---"] * 4)]
+    generator_result = _load(folder, "generator")
+    if generator_result and "fast-openai" in generator_result["ratio_to_reference"]:
+        ratio = generator_result["ratio_to_reference"]["fast-openai"]
+        lines.append(_row("1. generator, fast transport", "ours / reference ≥ 1.0", f"{ratio['events_per_cpu_s']} per CPU-second, {ratio['events_per_s']} in events/s", _met(ratio["events_per_cpu_s"] >= 1.0)))
+    fidelity_result = _load(folder, "fidelity")
+    if fidelity_result:
+        within = [level for level in fidelity_result["levels"] if (level["generator_cpu_percent"] or 0) <= 70.0]
+        p50 = max((abs(level["ttft_diff_ms"]["p50"]) for level in within), default=None)
+        p99 = max((max(level["ttft_diff_ms"]["p99"], level["e2e_diff_ms"]["p99"]) for level in within), default=None)
+        tokens = max((abs(level["token_count_diff_percent"] or 0.0) for level in fidelity_result["levels"]), default=None)
+        highest = max((level["fraction"] for level in within), default=None)
+        measured = f"worst p50 {_number(p50, 2)} ms, worst p99 {_number(p99, 2)} ms (levels up to {_number((highest or 0) * 100)} %)"
+        lines.append(_row("2. fidelity, TTFT and e2e vs server", "≤ 1 ms p50, ≤ 5 ms p99 up to 70 % generator CPU", measured, _met(p50 is not None and p50 <= 1.0 and p99 is not None and p99 <= 5.0)))
+        lines.append(_row("2. fidelity, tokens", "within 0.5 % of the simulator", f"largest difference {tokens:.3f} %", _met(tokens is not None and tokens <= 0.5)))
+    analysis_result = _load(folder, "analysis")
+    if analysis_result:
+        lines.append(
+            _row(
+                "3. analysis, 1 M records", "≤ 15 s and ≤ 2 GB", f"{analysis_result['child_wall_s']} s, {_number(analysis_result['peak_tree_rss_mb'])} MB",
+                _met(analysis_result["child_wall_s"] <= 15.0 and analysis_result["peak_tree_rss_mb"] <= 2048.0),
+            )
+        )
+    simulator_result = _load(folder, "simulator")
+    if simulator_result:
+        streams, events = simulator_result["max_streams_kept_up"] or 0, simulator_result["max_plateau_events_per_s"] or 0
+        lines.append(_row("4. simulator, one core", "≥ 2,000 streams, ≥ 50,000 events/s", f"{_number(streams)} streams, {_number(events)} events/s", _met(streams >= 2000 and events >= 50_000)))
+    search_result = _load(folder, "search_cost")
+    if search_result:
+        runs = {run["plan"]: run for run in search_result["results"]}
+        search_run = runs.get("search")
+        if search_run:
+            cost = search_result.get("search_over_step")
+            measured = f"error {search_run['error_percent']:+.1f} %" + (f", {cost['time']:.2f} of the step plan's time and {cost['tokens']:.2f} of its tokens" if cost else "")
+            lines.append(_row("5. capacity search", "capacity within ±5 %, at less cost than the step plan", measured, _met(search_run["within_5_percent"] and (cost is None or cost["time"] < 1.0))))
+    return lines
+
+
+RENDERERS = {"generator": generator, "fidelity": fidelity, "analysis": analysis, "simulator": simulator, "search_cost": search_cost}
+
+
+def update(document: Path, folder: Path) -> None:
+    """Replace the text between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` with the current table."""
+    text = document.read_text(encoding="utf-8")
+    text = re.sub(r"(<!-- table:summary -->\n).*?(\n<!-- /table:summary -->)", lambda match: match.group(1) + "\n".join(summary(folder)) + match.group(2), text, flags=re.DOTALL)
+    for name, render in RENDERERS.items():
         result = _load(folder, name)
+        if result is None:
+            continue
+        block = "\n".join(render(result))
+        pattern = re.compile(rf"(<!-- table:{name} -->\n).*?(\n<!-- /table:{name} -->)", re.DOTALL)
+        text, count = pattern.subn(lambda match, block=block: match.group(1) + block + match.group(2), text)
+        if count == 0:
+            print(f"{document}: no <!-- table:{name} --> block; skipped")
+    document.write_text(text, encoding="utf-8")
+    print(f"updated {document}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="?", type=Path, default=RESULTS, help="folder with the result JSON files")
+    parser.add_argument("--update", type=Path, metavar="MARKDOWN", help="update the marked table blocks of this file instead of printing")
+    args = parser.parse_args()
+    if args.update:
+        update(args.update, args.results)
+        return
+    print("### summary\n")
+    print("\n".join(summary(args.results)))
+    print()
+    for name, render in RENDERERS.items():
+        result = _load(args.results, name)
         if result is None:
             continue
         print(f"### {name}\n")
