@@ -10,7 +10,7 @@ from ..analysis import AnalysisOptions, analyze_run
 from ..i18n import _, get_language
 from ..report import write_reports
 from ..report.console import format_console_summary
-from .common import catalog_option, lang_option, price_options, prices_from_options
+from .common import catalog_option, lang_option, price_options, prices_from_options, verdict_options
 
 __all__ = ["analyze_command"]
 
@@ -29,19 +29,7 @@ __all__ = ["analyze_command"]
 @click.argument("run_dir", type=click.Path(path_type=Path), metavar="RUN_DIR")
 @click.option("--model", "-m", default=None, metavar="MODEL", help=_("Model version, family or deployment code. Default: the model in run.json."))
 @click.option("--ptu", type=int, default=None, metavar="N", help=_("Deployed PTU count. Default: the PTU count in run.json."))
-@click.option(
-    "--policy",
-    "policy_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    metavar="FILE",
-    help=_("YAML or TOML file that changes verdict thresholds (see docs/analysis.md)."),
-)
-@click.option("--target-tpm", type=float, default=None, metavar="TOKENS", help=_("Demand to size PTUs for, in tokens per minute."))
-@click.option("--target-qpm", type=float, default=None, metavar="REQUESTS", help=_("Demand to size PTUs for, in requests per minute."))
-@click.option(
-    "--headroom", type=float, default=0.0, show_default=True, metavar="FRACTION", help=_("Extra capacity on top of the target, as a fraction (0.2 = 20 %).")
-)
+@verdict_options
 @click.option("--minute-windows", is_flag=True, help=_("Add per-minute totals aligned to wall-clock minutes, to compare with the Bailian console."))
 @price_options
 @catalog_option

@@ -18,6 +18,7 @@ __all__ = [
     "lang_option",
     "catalog_option",
     "price_options",
+    "verdict_options",
     "prices_from_options",
     "resolve_model",
     "echo_json",
@@ -69,6 +70,33 @@ def price_options(function: F) -> F:
         ),
         click.option("--input-price", type=float, default=None, metavar="PRICE", help=_("Pay-per-token price per million input tokens.")),
         click.option("--output-price", type=float, default=None, metavar="PRICE", help=_("Pay-per-token price per million output tokens.")),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def verdict_options(function: F) -> F:
+    """Add ``--policy``, ``--target-tpm``, ``--target-qpm`` and ``--headroom`` (analyze and run)."""
+    options = [
+        click.option(
+            "--policy",
+            "policy_path",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            metavar="FILE",
+            help=_("YAML or TOML file that changes verdict thresholds (see docs/analysis.md)."),
+        ),
+        click.option("--target-tpm", type=float, default=None, metavar="TOKENS", help=_("Demand to size PTUs for, in tokens per minute.")),
+        click.option("--target-qpm", type=float, default=None, metavar="REQUESTS", help=_("Demand to size PTUs for, in requests per minute.")),
+        click.option(
+            "--headroom",
+            type=float,
+            default=0.0,
+            show_default=True,
+            metavar="FRACTION",
+            help=_("Extra capacity on top of the target, as a fraction (0.2 = 20 %)."),
+        ),
     ]
     for option in reversed(options):
         function = option(function)

@@ -11,7 +11,7 @@ import yaml
 from ..errors import InputError
 from ..i18n import _
 from ..run.orchestrate import DEFAULT_API_KEY_ENV, RunOptions, run_load_test
-from .common import catalog_option, lang_option, price_options, prices_from_options, resolve_model
+from .common import catalog_option, lang_option, price_options, prices_from_options, resolve_model, verdict_options
 
 __all__ = ["run_command"]
 
@@ -85,10 +85,7 @@ def _parse_settings(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--warmup", type=click.FloatRange(min=0), default=None, metavar="SECONDS", help=_("Warm-up part of each stage, excluded from statistics, in seconds."))
 @click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True, metavar="K", help=_("Locust worker processes on this machine."))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR", help=_("Run directory. Default: reports/<UTC timestamp>-<deployment code>/."))
-@click.option("--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE", help=_("Verdict thresholds (YAML or TOML) on top of the defaults."))
-@click.option("--target-tpm", type=float, default=None, metavar="TOKENS", help=_("Your expected traffic in tokens per minute, for the PTU recommendation."))
-@click.option("--target-qpm", type=float, default=None, metavar="REQUESTS", help=_("Your expected traffic in requests per minute, for the PTU recommendation."))
-@click.option("--headroom", type=float, default=0.0, show_default=True, metavar="FRACTION", help=_("Extra capacity on top of the target, as a fraction (0.2 = 20 %)."))
+@verdict_options
 @price_options
 @catalog_option
 @click.option("--seed", type=int, default=None, metavar="S", help=_("Random seed of the workload, the arrivals and the simulator."))
