@@ -180,16 +180,17 @@ RENDERERS = {"generator": generator, "fidelity": fidelity, "analysis": analysis,
 def update(document: Path, folder: Path) -> None:
     """Replace the text between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` with the current table."""
     text = document.read_text(encoding="utf-8")
-    text = re.sub(r"(<!-- table:summary -->\n).*?(\n<!-- /table:summary -->)", lambda match: match.group(1) + "\n".join(summary(folder)) + match.group(2), text, flags=re.DOTALL)
+    blocks = {"summary": "\n".join(summary(folder))}
     for name, render in RENDERERS.items():
         result = _load(folder, name)
-        if result is None:
-            continue
-        block = "\n".join(render(result))
-        pattern = re.compile(rf"(<!-- table:{name} -->\n).*?(\n<!-- /table:{name} -->)", re.DOTALL)
-        text, count = pattern.subn(lambda match, block=block: match.group(1) + block + match.group(2), text)
+        if result is not None:
+            blocks[name] = "\n".join(render(result))
+    for name, block in blocks.items():
+        pattern = re.compile(rf"<!-- table:{name} -->.*?<!-- /table:{name} -->", re.DOTALL)
+        replacement = f"<!-- table:{name} -->\n{block}\n<!-- /table:{name} -->"
+        text, count = pattern.subn(lambda _match, replacement=replacement: replacement, text)
         if count == 0:
-            print(f"{document}: no <!-- table:{name} --> block; skipped")
+            print(f"{document}: no <!-- table:{name} --> block, so the {name} table was not updated")
     document.write_text(text, encoding="utf-8")
     print(f"updated {document}")
 
