@@ -188,7 +188,8 @@ def update(document: Path, folder: Path) -> None:
     for name, block in blocks.items():
         pattern = re.compile(rf"<!-- table:{name} -->.*?<!-- /table:{name} -->", re.DOTALL)
         replacement = f"<!-- table:{name} -->\n{block}\n<!-- /table:{name} -->"
-        text, count = pattern.subn(lambda _match, replacement=replacement: replacement, text)
+        # A literal replacement, not a template: table text may contain backslashes.
+        text, count = pattern.subn(replacement.replace("\\", "\\\\"), text)
         if count == 0:
             print(f"{document}: no <!-- table:{name} --> block, so the {name} table was not updated")
     document.write_text(text, encoding="utf-8")
