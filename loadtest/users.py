@@ -169,6 +169,8 @@ class LoadSession:
             )
         )
         self.counters = DispatchCounters()
+        if not options.open_loop:
+            self.counters.current_stage = "users"
         self.in_flight = 0
         self.stopping = False
         self.finished = False

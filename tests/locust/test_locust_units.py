@@ -10,6 +10,7 @@ import configargparse
 import gevent
 import pytest
 
+from loadtest.controller import PlanController
 from loadtest.dispatch import Dispatcher, StageOrder, arrival_times, trace_arrivals
 from loadtest.health import DispatchCounters, assess_generator
 from loadtest.options import (
@@ -228,3 +229,38 @@ def test_trace_timing_and_worker_split() -> None:
 
     order = StageOrder(label="trace", start_at=100.0, end_at=110.0, qpm=0.0, arrival="trace", slot=1, slots=2, time_scale=0.5)
     assert [at for at, _spec in trace_arrivals(specs, order)] == [100.5, 101.5, 102.5, 103.5, 104.5]
+
+
+class _FakeDelivery:
+    def slots(self) -> list[str]:
+        return ["local"]
+
+    def send_order(self, worker_id: str, order: StageOrder) -> None:
+        return None
+
+    def send_cut(self, label: str, end_at: float) -> None:
+        return None
+
+
+def test_recalibration_rescales_later_stages(tmp_path: Path) -> None:
+    from loadtest.recorder import RunDirectory
+
+    options = _options("--plan", "step", "--model", "qwen-plus-2025-04-28", "--ptu", "8", "--stages", "0.5,1")
+    plan = build_plan(options, 2000.0)  # type: ignore[arg-type]
+    run_directory = RunDirectory(tmp_path)
+    controller = PlanController(options, plan, run_directory, _FakeDelivery(), lambda reason: None, expected_tokens_per_request=2000.0)  # type: ignore[arg-type]
+    now = time.time()
+    first = controller._place(plan.stages[0], now - 10)
+    second = controller._place(plan.stages[1], now)
+    # Requests of 3,000 tokens instead of the expected 2,000: 50 % more.
+    run_directory.add_records([{"started_at": now - 5, "e2e_s": 1.0, "outcome": "ok", "input_tokens": 1000, "output_tokens": 2000}] * 12)
+
+    assert controller._recalibrate(first)
+    controller._update_stages([second])
+    assert controller.info["tokens_per_request"] == 3000
+    calibration = controller.info["calibration"]
+    assert calibration is not None
+    assert calibration["observed_requests"] == 12
+    assert second["offered_tpm"] == 200_000  # 1.0 × the TPM limit, which still binds
+    assert second["offered_qpm"] == pytest.approx(200_000 / 3000)
+    run_directory.close()
