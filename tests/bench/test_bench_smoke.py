@@ -16,6 +16,9 @@ from typing import Any
 
 import pytest
 
+# The search-cost script starts a Locust process and the module takes about 12 s.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "bench"
 TIMEOUT_S = 60.0
