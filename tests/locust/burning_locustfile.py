@@ -1,4 +1,7 @@
-"""The ptu-verify locustfile with a workload that burns 80 ms of CPU per request (case C14)."""
+"""The ptu-verify locustfile with a workload that burns 80 ms of CPU per request.
+
+At 20 requests per second that is 1.6 s of CPU per second, so the generator cannot keep its schedule.
+"""
 
 from __future__ import annotations
 

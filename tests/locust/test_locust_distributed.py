@@ -1,4 +1,8 @@
-"""Distributed runs with separate master and worker processes (case C13) and a lost worker."""
+"""Distributed runs with separate master and worker processes.
+
+Options given to the master only reach the workers, a worker started with other values is reported,
+and a worker killed mid-run marks the run partial.
+"""
 
 from __future__ import annotations
 

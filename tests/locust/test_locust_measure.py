@@ -1,5 +1,8 @@
-"""Locust against the simulator and a scripted server: records match the server's ground truth,
-and Locust's own statistics time the whole stream (case C12)."""
+"""Locust against the simulator and a scripted server.
+
+Records match the server's ground truth, and Locust's own statistics time the whole stream: a 6 s
+stream reads about 6000 ms, not the 10 ms of its headers.
+"""
 
 from __future__ import annotations
 

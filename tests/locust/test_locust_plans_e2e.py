@@ -1,4 +1,4 @@
-"""Open-loop plans against a simulator of known capacity: step, capacity search, a saturated generator (C14).
+"""Open-loop plans against a simulator of known capacity: step, capacity search, a saturated generator.
 
 qwen-turbo allows 60 QPM per PTU; the smoke workload's requests (about 88 tokens) make QPM the binding
 limit: 20 requests per second with 20 PTU. The simulator's limiter window is 1-2 s so throttling shows at
