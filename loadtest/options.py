@@ -9,9 +9,11 @@ them with the values a worker was started with.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from ptu_verify.errors import InputError
 from ptu_verify.i18n import _
@@ -196,6 +198,17 @@ class LoadOptions:
     def api_key(self) -> str | None:
         """Return the API key from the environment variable named by --api-key-env."""
         return os.environ.get(self.api_key_env) or None
+
+
+def is_loopback(url: str) -> bool:
+    """True when ``url`` points at this machine (127.0.0.0/8, ::1 or localhost)."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _positive(name: str, value: float | None) -> None:

@@ -15,14 +15,12 @@ master → worker: ``ptu_order`` (a StageOrder), ``ptu_cut`` (end a stage early)
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import logging
 import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import gevent
 from locust.runners import MasterRunner, WorkerRunner
@@ -34,7 +32,13 @@ from ptu_verify.records import RUN_SCHEMA, RunInfo
 from .controller import PlanController
 from .dispatch import StageOrder
 from .health import assess_generator
-from .options import LoadOptions, find_mismatches, load_options, snapshot_options
+from .options import (
+    LoadOptions,
+    find_mismatches,
+    is_loopback,
+    load_options,
+    snapshot_options,
+)
 from .plans import PlanSpec, build_plan, estimate_plan, trace_timing
 from .preflight import check_api_key, run_preflight
 from .recorder import RunDirectory, redact_host, software_versions
@@ -46,17 +50,6 @@ logger = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_S = 15.0
 FINAL_GRACE_S = 5.0
-
-
-def is_loopback(url: str) -> bool:
-    """True when ``url`` points at this machine (127.0.0.0/8, ::1 or localhost)."""
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _exit_with_error(message: str) -> None:

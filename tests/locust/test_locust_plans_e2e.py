@@ -37,8 +37,10 @@ def test_step_plan_saturates_at_capacity(simulator: Any, tmp_path: Path) -> None
     sim = _turbo(simulator)
     run_dir = tmp_path / "run"
     step_args = ["--stages", "0.5,1.25,1.5", "--stage-duration", "3", "--warmup", "1", "--burst-credit", "--burst-credit-max", "3"]
-    result = run_locust(sim.openai_base_url, run_dir, "--plan", "step", *PLAN_ARGS, *step_args)
+    result = run_locust(sim.openai_base_url, run_dir, "--plan", "step", *PLAN_ARGS, *step_args, "--csv", str(tmp_path / "stats"))
     assert result.returncode in (0, 1), result.stderr[-3000:]  # 1: Locust counts the 429s as failures
+    failures = (tmp_path / "stats_failures.csv").read_text(encoding="utf-8")
+    assert "throttled HTTP 429" in failures, failures
 
     plan = read_json(run_dir / "plan.json")
     capacity_tpm = plan["binding_capacity_tpm"]

@@ -264,3 +264,12 @@ def test_recalibration_rescales_later_stages(tmp_path: Path) -> None:
     assert second["offered_tpm"] == 200_000  # 1.0 × the TPM limit, which still binds
     assert second["offered_qpm"] == pytest.approx(200_000 / 3000)
     run_directory.close()
+
+
+def test_loopback_hosts_skip_the_estimate_print() -> None:
+    from loadtest.options import is_loopback
+
+    assert is_loopback("http://127.0.0.1:8000/compatible-mode/v1")
+    assert is_loopback("http://localhost:8000/api/v1")
+    assert is_loopback("http://[::1]:8000/api/v1")
+    assert not is_loopback("https://dashscope.aliyuncs.com/compatible-mode/v1")
