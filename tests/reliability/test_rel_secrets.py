@@ -64,8 +64,13 @@ class _EchoHandler(BaseHTTPRequestHandler):
         key = authorization.removeprefix("Bearer ")
         url = f"http://{self.headers.get('Host')}{self.path}?api_key={key}"
         message = f"Upstream rejected {url} with headers Authorization: {authorization}; key={key} (raw key {key})"
+        native = self.path.startswith("/api/v1/")
         if call % 2:
-            body = json.dumps({"error": {"message": message, "type": "internal_error", "param": None, "code": "internal_error"}, "request_id": f"echo-{call}"}).encode()
+            if native:
+                error_body = {"code": "InternalError", "message": message, "request_id": f"echo-{call}"}
+            else:
+                error_body = {"error": {"message": message, "type": "internal_error", "param": None, "code": "internal_error"}, "request_id": f"echo-{call}"}
+            body = json.dumps(error_body).encode()
             self.send_response(500)
             self.send_header("Content-Type", "application/json")
             self.send_header("x-request-id", f"echo-{call}")
@@ -77,9 +82,13 @@ class _EchoHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("x-request-id", f"echo-{call}")
         self.end_headers()
-        chunk = {"id": "c", "object": "chat.completion.chunk", "model": DEPLOYMENT, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "ok "}, "finish_reason": None}]}
-        error = {"error": {"message": message, "code": "internal_error"}}
-        self.wfile.write(f"data: {json.dumps(chunk)}\n\ndata: {json.dumps(error)}\n\n".encode())
+        if native:
+            error = {"code": "InternalError", "message": message, "request_id": f"echo-{call}"}
+            self.wfile.write(f"id:1\nevent:error\n:HTTP_STATUS/500\ndata:{json.dumps(error)}\n\n".encode())
+        else:
+            chunk = {"id": "c", "object": "chat.completion.chunk", "model": DEPLOYMENT, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "ok "}, "finish_reason": None}]}
+            error = {"error": {"message": message, "code": "internal_error"}}
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\ndata: {json.dumps(error)}\n\n".encode())
         self.wfile.flush()
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -140,6 +149,19 @@ def test_echoed_credentials_are_scrubbed(tmp_path: Path, echo_server: str) -> No
     assert {"http_error", "stream_error"} <= outcomes, outcomes
     assert all(record["error_message"] for record in records if record["outcome"] != "ok")
 
+    # The official SDKs, with Locust's debug logging on, against both APIs.
+    sdk_runs = {}
+    for api in ("openai", "dashscope"):
+        host = echo_server if api == "openai" else echo_server.replace("/compatible-mode/v1", "/api/v1")
+        sdk_dir = tmp_path / f"sdk-{api}"
+        sdk_runs[api] = run_locust(
+            host, sdk_dir, "-u", "2", "-r", "2", "-t", "1s", "--skip-preflight", "--request-timeout", "5",
+            "--api", api, "--transport", "sdk", "--loglevel", "DEBUG",
+        )  # fmt: skip
+        assert sdk_runs[api].returncode in (0, 1), sdk_runs[api].stderr[-3000:]
+        sdk_records = read_records(sdk_dir)
+        assert {"http_error", "stream_error"} <= {record["outcome"] for record in sdk_records}, api
+
     # The preflight meets the same server: its failure message quotes the echoed error.
     preflight = run_cli_process(
         "run", "-m", MODEL, "--ptu", "8", "--base-url", echo_server, "--deployment-code", DEPLOYMENT, "--out", str(tmp_path / "preflight"), cwd=tmp_path
@@ -151,7 +173,7 @@ def test_echoed_credentials_are_scrubbed(tmp_path: Path, echo_server: str) -> No
     assert analysis.returncode in (0, 1, 3), analysis.stderr
     assert "Upstream rejected" in (run_dir / "summary.json").read_text(encoding="utf-8")
 
-    for name, result in {"locust": load, "preflight": preflight, "analyze": analysis}.items():
+    for name, result in {"locust": load, "preflight": preflight, "analyze": analysis, "openai sdk": sdk_runs["openai"], "dashscope sdk": sdk_runs["dashscope"]}.items():
         _assert_no_leak(f"{name} stdout", result.stdout)
         _assert_no_leak(f"{name} stderr", result.stderr)
     assert _scan_tree(tmp_path) == {}
