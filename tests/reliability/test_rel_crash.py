@@ -82,8 +82,12 @@ def test_sigkill_locust_keeps_records(tmp_path: Path, run_cli: Any) -> None:
     assert not too_old, f"{len(too_old)} requests finished more than {LOSS_WINDOW_S} s before the kill have no record"
     assert len(records) >= 60
     assert read_json(run_dir / "run.json")["partial"] is True
+    # A write torn by the kill leaves half a line; the analysis skips and counts it.
+    with (run_dir / "records.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write('{"schema": "ptu-verify/record-v1", "run_id": "torn", "started_at": 17')
     summary = _analyze_partial(run_cli, run_dir)
     assert summary["input"]["records"] == len(records)
+    assert summary["input"]["skipped_record_lines"] == 1
     print(f"SIGKILL: {len(records)} records kept, {len(lost)} finished requests lost")
 
 
