@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -142,6 +143,13 @@ def fire_request_events(events: Any, record: Mapping[str, Any]) -> None:
         )
 
 
+def worker_seed(seed: int | None, worker_id: str) -> int | None:
+    """Return the seed of one worker: ``seed`` itself for a single process, a stable mix otherwise."""
+    if seed is None or worker_id == "local":
+        return seed
+    return zlib.crc32(f"{seed}:{worker_id}".encode())
+
+
 class LoadSession:
     """Everything one load-generating process needs to send requests and record them."""
 
@@ -152,7 +160,10 @@ class LoadSession:
         self.options = options
         self.worker_id = worker_id
         self.sink = sink
-        self.workload = load_workload(options.workload, seed=options.seed)
+        # Each worker draws its own prompts and arrival times. The same seed everywhere would send
+        # identical prompts (flattering cached prefixes) and line up every worker's Poisson arrivals.
+        seed = worker_seed(options.seed, worker_id)
+        self.workload = load_workload(options.workload, seed=seed)
         self.client = StreamClient(
             ClientConfig(
                 api=options.api,  # type: ignore[arg-type]
@@ -174,9 +185,9 @@ class LoadSession:
         self.in_flight = 0
         self.stopping = False
         self.finished = False
-        self._random = random.Random(options.seed)
+        self._random = random.Random(seed)
         self._trace_specs: list[RequestSpec] | None = None
-        self.dispatcher = Dispatcher(self.send, self.next_spec, self.counters, options.max_in_flight, seed=options.seed, trace_specs=self._load_trace())
+        self.dispatcher = Dispatcher(self.send, self.next_spec, self.counters, options.max_in_flight, seed=seed, trace_specs=self._load_trace())
         self.health = HealthMonitor(worker_id, self.counters, lambda: self.in_flight, sink.add_health)
 
     def _load_trace(self) -> list[RequestSpec] | None:

@@ -273,3 +273,12 @@ def test_loopback_hosts_skip_the_estimate_print() -> None:
     assert is_loopback("http://localhost:8000/api/v1")
     assert is_loopback("http://[::1]:8000/api/v1")
     assert not is_loopback("https://dashscope.aliyuncs.com/compatible-mode/v1")
+
+
+def test_worker_seed_differs_per_worker() -> None:
+    from loadtest.users import worker_seed
+
+    assert worker_seed(7, "local") == 7
+    assert worker_seed(None, "w1") is None
+    assert worker_seed(7, "w0") != worker_seed(7, "w1")
+    assert worker_seed(7, "w1") == worker_seed(7, "w1")
