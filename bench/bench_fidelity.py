@@ -6,8 +6,10 @@ reads every event on its own, as from a real deployment). The generator runs in 
 core 0: the fast transport (openai API) in a gevent-patched process, with Locust request events and
 the JsonlWriter recording every attempt, exactly as in bench_generator.py.
 
-1. Calibration: closed loop with --calibration-users streams in flight; the generator's capacity is
-   its events per CPU-second (the rate at which one full core would read this stream shape).
+1. Calibration: open-loop steps of --calibration-s seconds with rising arrival rates until the
+   generator uses --calibration-cpu of its core. The generator's capacity is its events per
+   CPU-second in the last step, counted until its last stream ended: the rate at which one full core
+   would read this stream shape.
 2. For every level (fraction of that capacity) an open loop with evenly spaced arrivals runs for
    --level-s seconds; then GET /sim/stats gives, per request id, arrival, first-token and finish
    times as the server wrote the bytes. Differences ours − server: TTFT (send → first token read vs
@@ -117,42 +119,13 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     if args.gc_freeze:
         gc.freeze()  # what a Locust worker can do once its session is set up
 
-    # 1. Calibration: closed loop.
-    stop_at = time.perf_counter() + args.calibration_s
+    def open_loop(rate_per_s: float, duration_s: float) -> tuple[float, float, float, float]:
+        """Send evenly spaced requests for ``duration_s``.
 
-    def user() -> None:
-        while time.perf_counter() < stop_at:
-            send()
-
-    gevent.sleep(0)
-    users = [gevent.spawn(user) for _ in range(args.calibration_users)]
-    gevent.sleep(min(1.0, args.calibration_s * 0.25))  # connections opened, streams in their steady state
-    begin_at, begin_cpu, begin_events = time.perf_counter(), cpu_seconds(), sum(record[CHUNKS] for record in records)
-    gevent.sleep(max(0.1, stop_at - time.perf_counter() - min(0.2, args.calibration_s * 0.1)))
-    end_at, end_cpu, end_events = time.perf_counter(), cpu_seconds(), sum(record[CHUNKS] for record in records)
-    gevent.joinall(users, timeout=60)
-    events_per_s = (end_events - begin_events) / (end_at - begin_at)
-    cpu_fraction = (end_cpu - begin_cpu) / (end_at - begin_at)
-    capacity_events_per_s = events_per_s / cpu_fraction if cpu_fraction > 0 else events_per_s
-    if capacity_events_per_s <= 0:
-        raise SystemExit("calibration read no events: lengthen --calibration-s")
-    calibration = {
-        "users": args.calibration_users,
-        "events_per_s": round(events_per_s),
-        "cpu_percent": round(100 * cpu_fraction, 1),
-        "capacity_events_per_cpu_s": round(capacity_events_per_s),
-    }
-    print(f"calibration: {calibration}", file=sys.stderr)
-
-    # 2. Levels.
-    events_per_request = args.tokens
-    levels: list[dict[str, Any]] = []
-    for fraction in args.levels:
-        sim("/sim/reset", post=True)
-        records.clear()
-        gc_pauses_s.clear()
-        rate_per_s = fraction * capacity_events_per_s / events_per_request
-        count = max(1, int(rate_per_s * args.level_s))
+        Returns wall s, generator and simulator CPU s of the sending period, and generator CPU s until
+        the last stream ended.
+        """
+        count = max(1, int(rate_per_s * duration_s))
         start = time.perf_counter() + 0.2
         cpu_begin, simulator_begin = cpu_seconds(), simulator_cpu_seconds()
         greenlets = []
@@ -162,12 +135,43 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         sent_at = time.perf_counter()
         cpu_sent, simulator_sent = cpu_seconds(), simulator_cpu_seconds()
         gevent.joinall(greenlets, timeout=120)
-        wall_s = sent_at - start
+        return sent_at - start, cpu_sent - cpu_begin, simulator_sent - simulator_begin, cpu_seconds() - cpu_begin
+
+    # 1. Calibration: open-loop steps with the levels' arrival pattern (evenly spaced requests spread
+    # the events over time, which costs more CPU per event than a closed loop whose streams run in
+    # step), raising the rate until the generator uses --calibration-cpu of its core. The capacity is
+    # the events per CPU-second of the last step, which other processes on the core do not change much.
+    events_per_request = args.tokens
+    rate_per_s = args.calibration_start_rps
+    steps: list[dict[str, Any]] = []
+    while True:
+        records.clear()
+        wall_s, cpu_s, _simulator_cpu_s, cpu_total_s = open_loop(rate_per_s, args.calibration_s)
+        events = sum(record[CHUNKS] for record in records)
+        cpu_fraction = cpu_s / wall_s if wall_s > 0 else 0.0
+        steps.append({"requests_per_s": round(rate_per_s, 1), "events_per_s": round(events / wall_s), "cpu_percent": round(100.0 * cpu_fraction, 1)})
+        print(f"calibration step: {steps[-1]}", file=sys.stderr)
+        if cpu_fraction >= args.calibration_cpu or len(steps) >= 8:
+            break
+        rate_per_s *= min(2.0, max(1.1, args.calibration_cpu / max(cpu_fraction, 0.01)))
+    capacity_events_per_s = events / cpu_total_s if cpu_total_s > 0 else 0.0
+    if capacity_events_per_s <= 0:
+        raise SystemExit("calibration read no events: lengthen --calibration-s")
+    calibration = {"steps": steps, "capacity_events_per_cpu_s": round(capacity_events_per_s)}
+
+    # 2. Levels.
+    levels: list[dict[str, Any]] = []
+    for fraction in args.levels:
+        sim("/sim/reset", post=True)
+        records.clear()
+        gc_pauses_s.clear()
+        rate_per_s = fraction * capacity_events_per_s / events_per_request
+        wall_s, cpu_s, simulator_cpu_s, _cpu_total_s = open_loop(rate_per_s, args.level_s)
         stats = sim("/sim/stats")
-        levels.append(compare(fraction, rate_per_s, records, stats, wall_s, cpu_sent - cpu_begin, benchlib.percentile))
+        levels.append(compare(fraction, rate_per_s, records, stats, wall_s, cpu_s, benchlib.percentile))
         levels[-1]["gc_pauses"] = len(gc_pauses_s)
         levels[-1]["gc_pause_max_ms"] = round(1000.0 * max(gc_pauses_s, default=0.0), 3)
-        levels[-1]["simulator_cpu_percent"] = round(100.0 * (simulator_sent - simulator_begin) / wall_s, 1) if wall_s > 0 else None
+        levels[-1]["simulator_cpu_percent"] = round(100.0 * simulator_cpu_s / wall_s, 1) if wall_s > 0 else None
         print(f"level {fraction}: {levels[-1]}", file=sys.stderr)
     writer.close()
     client.close()
@@ -232,8 +236,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--levels", default="0.25,0.5,0.75,0.9", help="fractions of the calibrated generator capacity")
     parser.add_argument("--level-s", type=float, default=10.0, help="seconds of arrivals per level")
-    parser.add_argument("--calibration-s", type=float, default=8.0, help="seconds of the closed-loop calibration")
-    parser.add_argument("--calibration-users", type=int, default=300, help="streams in flight during calibration")
+    parser.add_argument("--calibration-s", type=float, default=3.0, help="seconds of each calibration step")
+    parser.add_argument("--calibration-start-rps", type=float, default=100.0, help="requests per second of the first calibration step")
+    parser.add_argument("--calibration-cpu", type=float, default=0.85, help="generator CPU share (of one core) at which calibration stops")
     parser.add_argument("--tokens", type=int, default=50, help="output tokens (= events) per request")
     parser.add_argument("--speed-tps", type=float, default=100.0, help="simulated generation speed, tokens/s")
     parser.add_argument("--ttft-ms", type=float, default=50.0, help="simulated time to first token, ms")
@@ -258,13 +263,14 @@ def main() -> None:
     with benchlib.SimulatorProcess(settings) as simulator:
         argv = [
             __file__, "--child", "--base-url", simulator.base_url, "--sim-pid", str(simulator.process.pid), "--levels", ",".join(map(str, args.levels)), "--level-s", str(args.level_s),
-            "--calibration-s", str(args.calibration_s), "--calibration-users", str(args.calibration_users), "--tokens", str(args.tokens), *(["--gc-freeze"] if args.gc_freeze else []),
+            "--calibration-s", str(args.calibration_s), "--calibration-start-rps", str(args.calibration_start_rps), "--calibration-cpu", str(args.calibration_cpu), "--tokens", str(args.tokens), *(["--gc-freeze"] if args.gc_freeze else []),
         ]
         cpu_before = simulator.cpu_seconds()
         result = benchlib.run_child(argv, benchlib.GENERATOR_CORE, timeout_s=args.calibration_s + len(args.levels) * (args.level_s + 130) + 60)
         output["simulator_cpu_percent_avg"] = round(100.0 * (simulator.cpu_seconds() - cpu_before) / result["child_wall_s"], 1)
     output.update(result)
-    print(f"calibration: {result['calibration']['capacity_events_per_cpu_s']:,} events per CPU-second ({result['calibration']['cpu_percent']} % CPU during calibration)")
+    last_step = result["calibration"]["steps"][-1]
+    print(f"calibration: {result['calibration']['capacity_events_per_cpu_s']:,} events per CPU-second ({last_step['events_per_s']:,} events/s at {last_step['cpu_percent']} % CPU)")
     print("level  cpu%  sim%   req    ttft diff p50/p99 ms   e2e diff p50/p99 ms   tokens ours/sim diff %")
     for level in result["levels"]:
         print(

@@ -57,7 +57,8 @@ def fidelity(result: dict[str, Any]) -> list[str]:
         _run_line(result),
         "",
         (f"Calibrated capacity: {calibration['capacity_events_per_cpu_s']:,} events per CPU-second "
-        f"({calibration['events_per_s']:,} events/s at {calibration['cpu_percent']} % CPU with {calibration['users']} streams in flight)."),
+        f"({calibration['steps'][-1]['events_per_s']:,} events/s at {calibration['steps'][-1]['cpu_percent']} % CPU in the last of "
+        f"{len(calibration['steps'])} open-loop steps)."),
         "",
         _row("load (of capacity)", "requests", "generator CPU %", "simulator CPU %", "TTFT diff p50 ms", "TTFT diff p99 ms", "e2e diff p50 ms", "e2e diff p99 ms", "tokens ours vs simulator"),
         _row(*["---"] * 9),

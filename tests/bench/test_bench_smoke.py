@@ -25,7 +25,7 @@ TIMEOUT_S = 60.0
 
 SCRIPTS: dict[str, list[str]] = {
     "generator": ["bench_generator.py", "--clients", "ref-openai,fast-openai", "--duration", "0.4", "--warmup", "0.1", "--concurrency", "2", "--tokens", "5"],
-    "fidelity": ["bench_fidelity.py", "--levels", "0.25", "--level-s", "0.5", "--calibration-s", "0.6", "--calibration-users", "4", "--tokens", "5", "--speed-tps", "200", "--ttft-ms", "5"],
+    "fidelity": ["bench_fidelity.py", "--levels", "0.25", "--level-s", "0.5", "--calibration-s", "0.5", "--calibration-start-rps", "20", "--calibration-cpu", "0", "--tokens", "5", "--speed-tps", "200", "--ttft-ms", "5"],
     "analysis": ["bench_analysis.py", "--records", "3000"],
     "simulator": ["bench_simulator.py", "--streams", "20", "--tokens", "10", "--speed-tps", "100", "--ramp-s", "0.2"],
     "search_cost": ["bench_search_cost.py", "--plans", "search", "--time-scale", "90", "--ptu", "4", "--search-max-stages", "1"],
