@@ -60,15 +60,21 @@ def fidelity(result: dict[str, Any]) -> list[str]:
         f"({calibration['steps'][-1]['events_per_s']:,} events/s at {calibration['steps'][-1]['cpu_percent']} % CPU in the last of "
         f"{len(calibration['steps'])} open-loop steps)."),
         "",
-        _row("load (of capacity)", "requests", "generator CPU %", "simulator CPU %", "TTFT diff p50 ms", "TTFT diff p99 ms", "e2e diff p50 ms", "e2e diff p99 ms", "tokens ours vs simulator"),
-        _row(*["---"] * 9),
+        _row(
+            "load (of capacity)", "requests", "generator CPU %", "simulator CPU %", "TTFT diff p50 / p99 ms", "e2e diff p50 / p99 ms",
+            "send → arrival p50 / p99 ms", "first token write → read p50 / p99 ms", "longest GC pause ms", "tokens ours vs simulator",
+        ),
+        _row(*["---"] * 10),
     ]
     for level in result["levels"]:
+
+        def pair(key: str, level: dict[str, Any] = level) -> str:
+            return f"{_number(level[key]['p50'], 2)} / {_number(level[key]['p99'], 2)}"
+
         lines.append(
             _row(
                 f"{level['fraction'] * 100:.0f} %", _number(level["requests"]), _number(level["generator_cpu_percent"], 1), _number(level.get("simulator_cpu_percent"), 1),
-                _number(level["ttft_diff_ms"]["p50"], 2), _number(level["ttft_diff_ms"]["p99"], 2),
-                _number(level["e2e_diff_ms"]["p50"], 2), _number(level["e2e_diff_ms"]["p99"], 2),
+                pair("ttft_diff_ms"), pair("e2e_diff_ms"), pair("send_to_arrival_ms"), pair("first_token_write_to_read_ms"), _number(level.get("gc_pause_max_ms"), 1),
                 f"{level['token_count_diff_percent']:+.3f} %" if level["token_count_diff_percent"] is not None else "–",
             )
         )
@@ -151,6 +157,9 @@ def summary(folder: Path) -> list[str]:
         highest = max((level["fraction"] for level in within), default=None)
         measured = f"worst p50 {_number(p50, 2)} ms, worst p99 {_number(p99, 2)} ms (levels up to {_number((highest or 0) * 100)} %)"
         lines.append(_row("2. fidelity, TTFT and e2e vs server", "≤ 1 ms p50, ≤ 5 ms p99 up to 70 % generator CPU", measured, _met(p50 is not None and p50 <= 1.0 and p99 is not None and p99 <= 5.0)))
+        read_p50 = max((level["first_token_write_to_read_ms"]["p50"] for level in within), default=None)
+        read_p99 = max((level["first_token_write_to_read_ms"]["p99"] for level in within), default=None)
+        lines.append(_row("2. fidelity, response path only (first token write → read)", "(diagnostic, same bounds)", f"worst p50 {_number(read_p50, 2)} ms, worst p99 {_number(read_p99, 2)} ms", "–"))
         lines.append(_row("2. fidelity, tokens", "within 0.5 % of the simulator", f"largest difference {tokens:.3f} %", _met(tokens is not None and tokens <= 0.5)))
     analysis_result = _load(folder, "analysis")
     if analysis_result:
