@@ -2,8 +2,8 @@
 
 ``ptu-verify`` cases run in-process through the CLI entry point; locustfile cases run Locust as a
 subprocess, as a user would. ``{tmp}`` in an argument is the case's directory, ``{run}`` a valid
-synthetic run directory, ``{closed}`` a URL on 127.0.0.1 where nothing listens, ``{sim}`` a simulator
-that accepts only another key.
+synthetic run directory and ``{closed}`` a URL on 127.0.0.1 where nothing listens. A wrong key is
+covered by test_rel_secrets.py, whose rejected run must exit 2 with the same kind of message.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_rel_support import SECRET_KEY, child_env, free_port, locust_command, simulator
+from test_rel_support import SECRET_KEY, child_env, free_port, locust_command
 
 from ptu_verify.analysis.synthetic import SyntheticLoad, write_synthetic_run
 
@@ -74,7 +74,6 @@ CASES: list[Case] = [
     Case("run policy unknown section", ("run", "-m", "qwen-plus", "--ptu", "8", "--policy", "{tmp}/p.toml"), ("p.toml", "nosuch", "Allowed sections"), {"p.toml": "[nosuch]\nx = 1\n"}),
     Case("run deployment code missing", ("run", "-m", "qwen-plus", "--ptu", "8", "--base-url", "{closed}"), ("--deployment-code",)),
     Case("run unreachable host", ("run", "-m", "qwen-plus", "--ptu", "8", "--base-url", "{closed}", "--deployment-code", "qwen-plus-rel"), ("Cannot reach", "{closed}", "Check --host")),
-    Case("run wrong key", ("run", "-m", "qwen-plus", "--ptu", "8", "--base-url", "{sim}", "--deployment-code", "qwen-plus-rel"), ("DASHSCOPE_API_KEY", "rejected", "Check the key")),
     # analyze: run directories, policies and numbers
     Case("analyze missing dir", ("analyze", "{tmp}/none"), ("none", "does not exist")),
     Case("analyze no records", ("analyze", "{tmp}/d"), ("No records", "ptu-verify run wrote"), {"d/run.json": GOOD_RUN_JSON}),
@@ -104,17 +103,15 @@ CASES: list[Case] = [
     Case("locust zero timeout", ("--deployment-code", "d", "--request-timeout", "0"), ("--request-timeout", "0", "greater than 0"), locust=True),
     Case("locust unknown profile key", ("--deployment-code", "d", "--workload", "{tmp}/w.yaml"), ("w.yaml", "colour", "remove it"), {"w.yaml": "name: w\ninput_tokens: 24\noutput_tokens: 64\ncolour: red\n"}, locust=True),
     Case("locust deployment code missing", (), ("--deployment-code", "Bailian console"), locust=True),
-    Case("locust unreachable host", ("--deployment-code", "d"), ("Cannot reach", "{closed}", "Check --host"), locust=True),
 ]
 
 
 @pytest.fixture(scope="module")
 def shared_inputs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A valid synthetic run, a closed port and a simulator that wants another key."""
+    """A valid synthetic run and a closed port."""
     base = tmp_path_factory.mktemp("inputs")
     run_dir = write_synthetic_run(base / "run", load=SyntheticLoad(fractions=(0.5,), stage_s=40.0, warmup_s=10.0))
-    with simulator(api_key="sk-ptuverify-OTHER-9999999999") as sim:
-        yield {"run": str(run_dir), "closed": f"http://127.0.0.1:{free_port()}/compatible-mode/v1", "sim": sim.openai_base_url}
+    yield {"run": str(run_dir), "closed": f"http://127.0.0.1:{free_port()}/compatible-mode/v1"}
 
 
 def _fill(text: str, values: dict[str, str]) -> str:
@@ -125,7 +122,7 @@ def _fill(text: str, values: dict[str, str]) -> str:
 
 def _params() -> list[Any]:
     # Cases that start Locust (directly or through ptu-verify run) take 2-3 s each.
-    starts_locust = ("locust", "run unreachable host", "run wrong key")
+    starts_locust = ("locust", "run unreachable host")
     return [pytest.param(case, id=case.name, marks=[pytest.mark.slow] if case.name.startswith(starts_locust) else []) for case in CASES]
 
 

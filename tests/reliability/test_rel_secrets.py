@@ -124,7 +124,9 @@ def test_main_paths_never_leak_key(tmp_path: Path) -> None:
     assert run.returncode in (0, 1, 3), run.stderr[-3000:]
     assert len(read_records(run_dir)) >= 10
     assert rejected.returncode == 2, rejected.stderr[-3000:]
-    assert "401" in rejected.stderr
+    assert "Traceback" not in rejected.stderr
+    for text in ("401", "DASHSCOPE_API_KEY", "rejected", "Check the key"):
+        assert text in rejected.stderr, rejected.stderr[-3000:]
 
     shutil.copytree(run_dir, tmp_path / "again")
     analysis = run_cli_process("analyze", str(run_dir), "--minute-windows", cwd=tmp_path)
