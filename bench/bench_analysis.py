@@ -1,10 +1,10 @@
 """Time and peak memory of analyze_run + write_reports on a synthetic step-plan run of about a million records.
 
-The run comes from ptu_verify.analysis.synthetic: qwen-turbo with 400 PTU (20,000 requests per minute
-at capacity), the six-stage step plan (0.5 … 1.25 of capacity, so the last two stages are throttled),
-8 workers, 1 % HTTP 500 failures, 2 % of token counts estimated, two variants. It is written once to
---run-dir and reused. The analysis runs in a fresh child process (the same command a user runs, as
-library calls), which reports its wall time per step and its peak memory: its own peak RSS and the
+The run comes from ptu_verify.analysis.synthetic: qwen-turbo with 400 PTU, so 20,000 requests per
+minute at capacity. It follows the six-stage step plan (0.5 … 1.25 of capacity), so the last two stages
+are throttled. It has 8 workers, 1 % HTTP 500 failures, 2 % of token counts estimated and two variants.
+It is written once to --run-dir and reused. The analysis runs in a fresh child process (the same
+library calls as ``ptu-verify analyze``), which reports its wall time per step and its peak memory: its own peak RSS and the
 largest pool worker's (getrusage ru_maxrss), and the peak of their sum sampled every 20 ms (psutil).
 
     python bench/bench_analysis.py --records 1000000

@@ -137,9 +137,9 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         gevent.joinall(greenlets, timeout=120)
         return sent_at - start, cpu_sent - cpu_begin, simulator_sent - simulator_begin, cpu_seconds() - cpu_begin
 
-    # 1. Calibration: open-loop steps with the levels' arrival pattern (evenly spaced requests spread
-    # the events over time, which costs more CPU per event than a closed loop whose streams run in
-    # step), raising the rate until the generator uses --calibration-cpu of its core. The capacity is
+    # 1. Calibration: open-loop steps with the levels' arrival pattern, raising the rate until the
+    # generator uses --calibration-cpu of its core. Evenly spaced requests spread the events over time,
+    # which costs more CPU per event than a closed loop whose streams run in step. The capacity is
     # the events per CPU-second of the last step, which other processes on the core do not change much.
     events_per_request = args.tokens
     rate_per_s = args.calibration_start_rps

@@ -1,8 +1,8 @@
 """Generator capacity per core: streamed SSE events/s and requests/s of our clients against a reference.
 
-The simulator runs in its own process on core 1, set up so it is not the bottleneck: no limits
-(capacity × 1e6, no QPM check), zero TTFT, a speed of 1e6 tokens/s (every stream is written as fast as
-the server can format it) and a fixed output length (--tokens, one token per SSE event). Each client
+The simulator runs in its own process on core 1, set up so it is not the bottleneck. It has no limits
+(capacity × 1e6, no QPM check), zero TTFT and a speed of 1e6 tokens/s, so every stream is written as
+fast as the server can format it. The output length is fixed (--tokens, one token per SSE event). Each client
 runs in a child process on core 0, one after the other, closed-loop with --concurrency requests in
 flight, for a warm-up and then --duration measured seconds:
 

@@ -1,9 +1,9 @@
 """Capacity search cost: test time and tokens that --plan search and --plan step spend to find capacity.
 
 Both plans run as headless Locust processes (loadtest/locustfile.py, fast transport, openai API,
-workload ``smoke``: 24 input + 64 output tokens) against a simulated qwen-turbo deployment with 40 PTU
-that delivers only --true-fraction of its nominal capacity (capacity_factor), so the answer is known and
-lies between the step plan's fixed stages. With 88-token requests the binding limit is the QPM
+workload ``smoke``: 24 input + 64 output tokens) against a simulated qwen-turbo deployment with 40 PTU.
+The deployment delivers only --true-fraction of its nominal capacity (capacity_factor), so the true
+capacity is known, and it lies between the step plan's fixed stages. With 88-token requests the binding limit is the QPM
 (2,400 requests/min = 211,200 TPM, against 2,400,000 TPM), as the plans compute it.
 
 Scaling: the run stands for a 4-PTU deployment (the qwen-turbo minimum) tested with the plans'
@@ -14,7 +14,7 @@ minutes. Stage durations, warm-ups and the simulator's limiter window are divide
 test would. The unscaled cost is then the measured time × time-scale and the measured tokens as they are.
 
 Found capacity, for both plans: the analysis' sustained TPM (the highest achieved stage TPM), compared
-with the truth. The search's own answer (plan.json ``search``: the highest offered load with ≤ 1 %
+with the truth. The search's own result (plan.json ``search``: the highest offered load with ≤ 1 %
 throttled, and the plateau) is kept in the JSON as well.
 
     python bench/bench_search_cost.py --true-fraction 0.83
