@@ -90,7 +90,19 @@ def header(argv: Sequence[str]) -> dict[str, Any]:
         "machine": machine(),
         # Other processes share the cores: a high load average makes every figure of the run less exact.
         "load_average_at_start": [round(value, 2) for value in os.getloadavg()],
+        "nice": os.nice(0),
+        **git_state(),
     }
+
+
+def git_state() -> dict[str, Any]:
+    """Return the commit the code was measured at and the tracked files that differed from it."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=BENCH_DIR, capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=BENCH_DIR, capture_output=True, text=True, check=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "modified_files": []}
+    return {"git_commit": commit, "modified_files": sorted(line[3:] for line in status.splitlines() if line[3:])}
 
 
 def percentile(values: Sequence[float], fraction: float) -> float | None:

@@ -32,7 +32,9 @@ def _number(value: float | None, digits: int = 0) -> str:
 
 def _run_line(result: dict[str, Any]) -> str:
     load = ", ".join(f"{value:g}" for value in result.get("load_average_at_start", []))
-    return f"Measured {result['date_utc']} with `{result['command']}` (load average at start: {load})."
+    nice = f", nice {result['nice']}" if result.get("nice") else ""
+    commit = f" at commit {result['git_commit'][:7]}" if result.get("git_commit") else ""
+    return f"Measured {result['date_utc']}{commit} with `{result['command']}` (load average at start: {load}{nice})."
 
 
 def generator(result: dict[str, Any]) -> list[str]:
