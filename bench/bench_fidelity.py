@@ -7,9 +7,8 @@ core 0: the fast transport (openai API) in a gevent-patched process, with Locust
 the JsonlWriter recording every attempt, exactly as in bench_generator.py.
 
 1. Calibration: open-loop steps of --calibration-s seconds with rising arrival rates until the
-   generator uses --calibration-cpu of its core. The generator's capacity is its events per
-   CPU-second in the last step, counted until its last stream ended: the rate at which one full core
-   would read this stream shape.
+   generator uses --calibration-cpu of its core. The generator's capacity is the last step's events/s
+   divided by its CPU share: the rate at which one full core would read this stream shape.
 2. For every level (fraction of that capacity) an open loop with evenly spaced arrivals runs for
    --level-s seconds; then GET /sim/stats gives, per request id, arrival, first-token and finish
    times as the server wrote the bytes. Differences ours − server: TTFT (send → first token read vs
@@ -139,14 +138,13 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
 
     # 1. Calibration: open-loop steps with the levels' arrival pattern, raising the rate until the
     # generator uses --calibration-cpu of its core. Evenly spaced requests spread the events over time,
-    # which costs more CPU per event than a closed loop whose streams run in step. The capacity is
-    # the events per CPU-second of the last step, which other processes on the core do not change much.
+    # which costs more CPU per event than a closed loop whose streams run in step.
     events_per_request = args.tokens
     rate_per_s = args.calibration_start_rps
     steps: list[dict[str, Any]] = []
     while True:
         records.clear()
-        wall_s, cpu_s, _simulator_cpu_s, cpu_total_s = open_loop(rate_per_s, args.calibration_s)
+        wall_s, cpu_s, _simulator_cpu_s, _cpu_total_s = open_loop(rate_per_s, args.calibration_s)
         events = sum(record[CHUNKS] for record in records)
         cpu_fraction = cpu_s / wall_s if wall_s > 0 else 0.0
         steps.append({"requests_per_s": round(rate_per_s, 1), "events_per_s": round(events / wall_s), "cpu_percent": round(100.0 * cpu_fraction, 1)})
@@ -154,7 +152,9 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         if cpu_fraction >= args.calibration_cpu or len(steps) >= 8:
             break
         rate_per_s *= min(2.0, max(1.1, args.calibration_cpu / max(cpu_fraction, 0.01)))
-    capacity_events_per_s = events / cpu_total_s if cpu_total_s > 0 else 0.0
+    # Linear extrapolation from the last step, which is still below saturation: an overloaded
+    # generator reads several events per wake-up and would show a lower, misleading CPU per event.
+    capacity_events_per_s = events / wall_s / cpu_fraction if cpu_fraction > 0 and wall_s > 0 else 0.0
     if capacity_events_per_s <= 0:
         raise SystemExit("calibration read no events: lengthen --calibration-s")
     calibration = {"steps": steps, "capacity_events_per_cpu_s": round(capacity_events_per_s)}
@@ -238,7 +238,7 @@ def main() -> None:
     parser.add_argument("--level-s", type=float, default=10.0, help="seconds of arrivals per level")
     parser.add_argument("--calibration-s", type=float, default=3.0, help="seconds of each calibration step")
     parser.add_argument("--calibration-start-rps", type=float, default=100.0, help="requests per second of the first calibration step")
-    parser.add_argument("--calibration-cpu", type=float, default=0.85, help="generator CPU share (of one core) at which calibration stops")
+    parser.add_argument("--calibration-cpu", type=float, default=0.7, help="generator CPU share (of one core) at which calibration stops")
     parser.add_argument("--tokens", type=int, default=50, help="output tokens (= events) per request")
     parser.add_argument("--speed-tps", type=float, default=100.0, help="simulated generation speed, tokens/s")
     parser.add_argument("--ttft-ms", type=float, default=50.0, help="simulated time to first token, ms")
