@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import zlib
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -293,3 +294,10 @@ def print_help() -> None:
 
 if __name__ == "__main__":
     print_help()
+
+
+def worker_seed(seed: int | None, worker_id: str) -> int | None:
+    """Return the seed of one worker: ``seed`` itself for a single process, a stable mix otherwise."""
+    if seed is None or worker_id == "local":
+        return seed
+    return zlib.crc32(f"{seed}:{worker_id}".encode())

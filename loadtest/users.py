@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-import zlib
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -24,7 +23,7 @@ from ptu_verify.requests import RequestSpec
 from .client import ClientConfig, StreamClient
 from .dispatch import Dispatcher
 from .health import DispatchCounters, HealthMonitor
-from .options import LoadOptions
+from .options import LoadOptions, worker_seed
 from .recorder import FLUSH_INTERVAL_S, RunDirectory
 
 __all__ = ["LoadSession", "LocalSink", "PTUUser", "RecordSink", "RequestFailed", "ShippingSink", "current_session", "fire_request_events", "set_session"]
@@ -141,13 +140,6 @@ def fire_request_events(events: Any, record: Mapping[str, Any]) -> None:
             exception=None,
             context={"stage": record.get("stage")},
         )
-
-
-def worker_seed(seed: int | None, worker_id: str) -> int | None:
-    """Return the seed of one worker: ``seed`` itself for a single process, a stable mix otherwise."""
-    if seed is None or worker_id == "local":
-        return seed
-    return zlib.crc32(f"{seed}:{worker_id}".encode())
 
 
 class LoadSession:

@@ -276,7 +276,7 @@ def test_loopback_hosts_skip_the_estimate_print() -> None:
 
 
 def test_worker_seed_differs_per_worker() -> None:
-    from loadtest.users import worker_seed
+    from loadtest.options import worker_seed
 
     assert worker_seed(7, "local") == 7
     assert worker_seed(None, "w1") is None
