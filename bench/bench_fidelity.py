@@ -116,7 +116,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
 
     gc.callbacks.append(on_gc)
     if args.gc_freeze:
-        gc.freeze()  # what a Locust worker can do once its session is set up
+        gc.freeze()  # as loadtest/runtime.py does once the load session is set up
 
     def open_loop(rate_per_s: float, duration_s: float) -> tuple[float, float, float, float]:
         """Send evenly spaced requests for ``duration_s``.
@@ -242,7 +242,10 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=50, help="output tokens (= events) per request")
     parser.add_argument("--speed-tps", type=float, default=100.0, help="simulated generation speed, tokens/s")
     parser.add_argument("--ttft-ms", type=float, default=50.0, help="simulated time to first token, ms")
-    parser.add_argument("--gc-freeze", action="store_true", help="call gc.freeze() in the generator after setup, before the load")
+    parser.add_argument(
+        "--gc-freeze", action=argparse.BooleanOptionalAction, default=True,
+        help="call gc.freeze() in the generator after setup, as the Locust side does (default: on)",
+    )
     parser.add_argument("--out", type=Path, help="result JSON (default bench/results/fidelity.json)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
@@ -263,7 +266,7 @@ def main() -> None:
     with benchlib.SimulatorProcess(settings) as simulator:
         argv = [
             __file__, "--child", "--base-url", simulator.base_url, "--sim-pid", str(simulator.process.pid), "--levels", ",".join(map(str, args.levels)), "--level-s", str(args.level_s),
-            "--calibration-s", str(args.calibration_s), "--calibration-start-rps", str(args.calibration_start_rps), "--calibration-cpu", str(args.calibration_cpu), "--tokens", str(args.tokens), *(["--gc-freeze"] if args.gc_freeze else []),
+            "--calibration-s", str(args.calibration_s), "--calibration-start-rps", str(args.calibration_start_rps), "--calibration-cpu", str(args.calibration_cpu), "--tokens", str(args.tokens), "--gc-freeze" if args.gc_freeze else "--no-gc-freeze",
         ]
         cpu_before = simulator.cpu_seconds()
         result = benchlib.run_child(argv, benchlib.GENERATOR_CORE, timeout_s=args.calibration_s + len(args.levels) * (args.level_s + 130) + 60)

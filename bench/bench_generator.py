@@ -22,6 +22,7 @@ is not penalised. The ratio is ours / the reference of the same API.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import resource
 import sys
@@ -89,6 +90,7 @@ def run_ours(api: str, transport: str, base_url: str, deployment_code: str, toke
     spec = RequestSpec(messages=[{"role": "user", "content": "Say something long."}], max_tokens=tokens, workload="bench", variant="default")
     folder = tempfile.TemporaryDirectory(prefix="ptu-bench-gen-")
     writer = JsonlWriter(Path(folder.name) / "records.jsonl")
+    gc.freeze()  # as loadtest/runtime.py does once the load session is set up
     totals = {"requests": 0, "events": 0, "ok": 0}
     snapshots: dict[str, tuple[float, float, dict[str, int]]] = {}
     start = time.perf_counter()
