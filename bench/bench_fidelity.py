@@ -140,21 +140,24 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     # generator uses --calibration-cpu of its core. Evenly spaced requests spread the events over time,
     # which costs more CPU per event than a closed loop whose streams run in step.
     events_per_request = args.tokens
-    rate_per_s = args.calibration_start_rps
     steps: list[dict[str, Any]] = []
-    while True:
-        records.clear()
-        wall_s, cpu_s, _simulator_cpu_s, _cpu_total_s = open_loop(rate_per_s, args.calibration_s)
-        events = sum(record[CHUNKS] for record in records)
-        cpu_fraction = cpu_s / wall_s if wall_s > 0 else 0.0
-        steps.append({"requests_per_s": round(rate_per_s, 1), "events_per_s": round(events / wall_s), "cpu_percent": round(100.0 * cpu_fraction, 1)})
-        print(f"calibration step: {steps[-1]}", file=sys.stderr)
-        if cpu_fraction >= args.calibration_cpu or len(steps) >= 8:
-            break
-        rate_per_s *= min(2.0, max(1.1, args.calibration_cpu / max(cpu_fraction, 0.01)))
-    # Linear extrapolation from the last step, which is still below saturation: an overloaded
-    # generator reads several events per wake-up and would show a lower, misleading CPU per event.
-    capacity_events_per_s = events / wall_s / cpu_fraction if cpu_fraction > 0 and wall_s > 0 else 0.0
+    if args.capacity is not None:
+        capacity_events_per_s = args.capacity  # from an earlier calibration, for comparable runs
+    else:
+        rate_per_s = args.calibration_start_rps
+        while True:
+            records.clear()
+            wall_s, cpu_s, _simulator_cpu_s, _cpu_total_s = open_loop(rate_per_s, args.calibration_s)
+            events = sum(record[CHUNKS] for record in records)
+            cpu_fraction = cpu_s / wall_s if wall_s > 0 else 0.0
+            steps.append({"requests_per_s": round(rate_per_s, 1), "events_per_s": round(events / wall_s), "cpu_percent": round(100.0 * cpu_fraction, 1)})
+            print(f"calibration step: {steps[-1]}", file=sys.stderr)
+            if cpu_fraction >= args.calibration_cpu or len(steps) >= 8:
+                break
+            rate_per_s *= min(2.0, max(1.1, args.calibration_cpu / max(cpu_fraction, 0.01)))
+        # Linear extrapolation from the last step, which is still below saturation: an overloaded
+        # generator reads several events per wake-up and would show a lower, misleading CPU per event.
+        capacity_events_per_s = events / wall_s / cpu_fraction if cpu_fraction > 0 and wall_s > 0 else 0.0
     if capacity_events_per_s <= 0:
         raise SystemExit("calibration read no events: lengthen --calibration-s")
     calibration = {"steps": steps, "capacity_events_per_cpu_s": round(capacity_events_per_s)}
@@ -236,6 +239,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--levels", default="0.25,0.5,0.75,0.9", help="fractions of the calibrated generator capacity")
     parser.add_argument("--level-s", type=float, default=10.0, help="seconds of arrivals per level")
+    parser.add_argument("--capacity", type=float, metavar="EVENTS_PER_S", help="skip calibration and use this capacity (events per CPU-second), e.g. from an earlier run")
     parser.add_argument("--calibration-s", type=float, default=3.0, help="seconds of each calibration step")
     parser.add_argument("--calibration-start-rps", type=float, default=100.0, help="requests per second of the first calibration step")
     parser.add_argument("--calibration-cpu", type=float, default=0.7, help="generator CPU share (of one core) at which calibration stops")
@@ -267,13 +271,13 @@ def main() -> None:
         argv = [
             __file__, "--child", "--base-url", simulator.base_url, "--sim-pid", str(simulator.process.pid), "--levels", ",".join(map(str, args.levels)), "--level-s", str(args.level_s),
             "--calibration-s", str(args.calibration_s), "--calibration-start-rps", str(args.calibration_start_rps), "--calibration-cpu", str(args.calibration_cpu), "--tokens", str(args.tokens), "--gc-freeze" if args.gc_freeze else "--no-gc-freeze",
+            *(["--capacity", str(args.capacity)] if args.capacity is not None else []),
         ]
         cpu_before = simulator.cpu_seconds()
         result = benchlib.run_child(argv, benchlib.GENERATOR_CORE, timeout_s=args.calibration_s + len(args.levels) * (args.level_s + 130) + 60)
         output["simulator_cpu_percent_avg"] = round(100.0 * (simulator.cpu_seconds() - cpu_before) / result["child_wall_s"], 1)
     output.update(result)
-    last_step = result["calibration"]["steps"][-1]
-    print(f"calibration: {result['calibration']['capacity_events_per_cpu_s']:,} events per CPU-second ({last_step['events_per_s']:,} events/s at {last_step['cpu_percent']} % CPU)")
+    print(f"capacity: {result['calibration']['capacity_events_per_cpu_s']:,} events per CPU-second ({len(result['calibration']['steps'])} calibration steps)")
     print("level  cpu%  sim%   req    ttft diff p50/p99 ms   e2e diff p50/p99 ms   tokens ours/sim diff %")
     for level in result["levels"]:
         print(

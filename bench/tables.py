@@ -55,12 +55,18 @@ def generator(result: dict[str, Any]) -> list[str]:
 
 def fidelity(result: dict[str, Any]) -> list[str]:
     calibration = result["calibration"]
+    if calibration["steps"]:
+        last = calibration["steps"][-1]
+        capacity_line = (
+            f"Calibrated capacity: {calibration['capacity_events_per_cpu_s']:,} events per CPU-second "
+            f"({last['events_per_s']:,} events/s at {last['cpu_percent']} % CPU in the last of {len(calibration['steps'])} open-loop steps)."
+        )
+    else:
+        capacity_line = f"Capacity given with --capacity: {calibration['capacity_events_per_cpu_s']:,} events per CPU-second."
     lines = [
         _run_line(result),
         "",
-        (f"Calibrated capacity: {calibration['capacity_events_per_cpu_s']:,} events per CPU-second "
-        f"({calibration['steps'][-1]['events_per_s']:,} events/s at {calibration['steps'][-1]['cpu_percent']} % CPU in the last of "
-        f"{len(calibration['steps'])} open-loop steps)."),
+        capacity_line,
         "",
         _row(
             "load (of capacity)", "requests", "generator CPU %", "simulator CPU %", "TTFT diff p50 / p99 ms", "e2e diff p50 / p99 ms",
