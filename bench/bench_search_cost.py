@@ -45,11 +45,13 @@ def nominal_tpm(ptu: int) -> float:
 PLAN_DEFAULTS = {"search": (90.0, 30.0), "step": (150.0, 30.0)}
 
 
-def run_plan(plan: str, simulator: Any, run_dir: Path, ptu: int, scale: float, max_stages: int, timeout_s: float) -> dict[str, Any]:
+def run_plan(plan: str, simulator: Any, run_dir: Path, ptu: int, scale: float, max_stages: int, timeout_s: float, warmup_override_s: float | None = None) -> dict[str, Any]:
     """Run one plan with Locust; return wall time, simulator token count and the capacity it found."""
     import benchlib
 
     stage_s, warmup_s = (value / scale for value in PLAN_DEFAULTS[plan])
+    if warmup_override_s is not None:
+        warmup_s = warmup_override_s / scale
     command = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
         "--host", simulator.openai_url, "--deployment-code", simulator.deployment_code, "--run-dir", str(run_dir),
@@ -105,6 +107,7 @@ def main() -> None:
     parser.add_argument("--plans", default="search,step", help="comma-separated: search, step")
     parser.add_argument("--ptu", type=int, help=f"PTUs of the simulated deployment (default {REPRESENTED_PTU} × --time-scale)")
     parser.add_argument("--search-max-stages", type=int, default=8, help="--search-max-stages of the search plan")
+    parser.add_argument("--warmup", type=float, metavar="SECONDS", help="unscaled warm-up of every stage instead of the plan default (30 s)")
     parser.add_argument("--keep", type=Path, help="keep the run directories under this folder")
     parser.add_argument("--out", type=Path, help="result JSON (default bench/results/search_cost.json)")
     args = parser.parse_args()
@@ -124,7 +127,7 @@ def main() -> None:
         for plan in [name.strip() for name in args.plans.split(",") if name.strip()]:
             stage_s = PLAN_DEFAULTS[plan][0] / args.time_scale
             timeout_s = stage_s * (args.search_max_stages if plan == "search" else 6) + 120
-            result = run_plan(plan, simulator, Path(folder) / plan, ptu, args.time_scale, args.search_max_stages, timeout_s)
+            result = run_plan(plan, simulator, Path(folder) / plan, ptu, args.time_scale, args.search_max_stages, timeout_s, args.warmup)
             found = result.get("found_tpm")
             result["error_percent"] = None if found is None else round(100.0 * (found - truth_tpm) / truth_tpm, 2)
             result["within_5_percent"] = found is not None and abs(found - truth_tpm) <= 0.05 * truth_tpm
