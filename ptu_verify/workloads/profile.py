@@ -11,7 +11,6 @@ import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import yaml
 
 from ..errors import InputError
 from ..i18n import _
+from .builtin import builtin_profiles_folder
 from .distributions import Distribution, parse_distribution
 from .schema import ProfileSource, SchemaError
 
@@ -136,12 +136,12 @@ Profile = LeafProfile | MixProfile | DatasetProfile
 
 def builtin_profile_names() -> list[str]:
     """Return the names of the built-in profiles."""
-    folder = resources.files("ptu_verify.profiles")
+    folder = builtin_profiles_folder()
     return sorted(item.name[: -len(".yaml")] for item in folder.iterdir() if item.name.endswith(".yaml"))
 
 
 def _builtin_path(name: str) -> Path | None:
-    item = resources.files("ptu_verify.profiles").joinpath(f"{name}.yaml")
+    item = builtin_profiles_folder().joinpath(f"{name}.yaml")
     return Path(str(item)) if item.is_file() else None
 
 

@@ -17,9 +17,9 @@ import random
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 
 from ..tokens import count_tokens
+from .builtin import builtin_profiles_folder
 
 __all__ = ["LANGUAGES", "CodeFiller", "ProseFiller", "code_filler", "prose_filler", "tools_text"]
 
@@ -35,7 +35,7 @@ _MIN_TAIL = 4
 
 
 def _data_text(name: str) -> str:
-    return resources.files("ptu_verify.profiles").joinpath("data").joinpath(name).read_text(encoding="utf-8")
+    return builtin_profiles_folder().joinpath("data").joinpath(name).read_text(encoding="utf-8")
 
 
 def _is_word_char(char: str) -> bool:
