@@ -20,9 +20,12 @@ from ptu_verify.errors import InputError
 from ptu_verify.i18n import _
 
 __all__ = [
+    "API_PATHS",
     "OPTION_DESTS",
     "PLANS",
     "LoadOptions",
+    "base_url_problem",
+    "default_warmup_s",
     "find_mismatches",
     "load_options",
     "option_defaults",
@@ -61,7 +64,7 @@ _OPTION_SPECS: list[tuple[str, dict[str, Any]]] = [
     ("--max-in-flight", {"type": int, "metavar": "N", "default": 1000, "help": "Open-loop plans: requests in flight per worker; arrivals beyond it are dropped and counted."}),
     ("--stages", {"metavar": "F1,F2,…", "help": f"--plan step: fractions of nominal capacity (default {DEFAULT_STAGES})."}),
     ("--stage-duration", {"type": float, "metavar": "SECONDS", "help": "Length of one stage including its warm-up (step 150, search 90, acceptance 105)."}),
-    ("--warmup", {"type": float, "metavar": "SECONDS", "help": "Warm-up part of each stage, excluded from statistics (step 30, search 30, acceptance 25)."}),
+    ("--warmup", {"type": float, "metavar": "SECONDS", "help": "Warm-up part of each stage, excluded from statistics (step 30, search 30, acceptance 25; without --warmup at most a quarter of --stage-duration)."}),
     ("--burst-credit", {"action": "store_true", "default": False, "help": "Start with a phase at capacity until the first 429 (or --burst-credit-max), excluded from statistics."}),
     ("--burst-credit-max", {"type": float, "metavar": "SECONDS", "default": 120.0, "help": "Time limit of the burst-credit phase, in seconds."}),
     ("--search-tolerance", {"type": float, "metavar": "FRACTION", "default": 0.05, "help": "--plan search: stop when the bracket is narrower than this fraction of capacity."}),
@@ -212,9 +215,51 @@ def is_loopback(url: str) -> bool:
         return False
 
 
+API_PATHS = {"openai": "/compatible-mode/v1", "dashscope": "/api/v1"}
+
+# Share of a stage that a default warm-up may take when --stage-duration is set and --warmup is not.
+DEFAULT_WARMUP_SHARE = 0.25
+
+
+def base_url_problem(url: str, option: str, api: str | None = None) -> str | None:
+    """Return why ``url`` cannot be an API base URL (of ``api``, when given), or None when it can."""
+    parts = urlsplit(url)
+    example = "https://dashscope.aliyuncs.com" + API_PATHS[api or "openai"]
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        return _("{option} {url} is not a usable URL: give http:// or https://, a host and the API path, e.g. {example}.").format(
+            option=option, url=url, example=example
+        )
+    if api is not None and not parts.path.rstrip("/").endswith(API_PATHS[api]):
+        return _("{option} {url}: the {api} API is served under a path ending in {path}; use e.g. {example}, or choose the other --api.").format(
+            option=option, url=url, api=api, path=API_PATHS[api], example=example
+        )
+    return None
+
+
+def default_warmup_s(plan: str, stage_duration_s: float | None) -> float:
+    """Return the warm-up of ``plan`` when --warmup is not given: the plan's default, at most a quarter of the stage."""
+    from .plans import PLAN_DEFAULTS
+
+    plan_default_s = PLAN_DEFAULTS.get(plan, (0.0, 0.0))[1]
+    if stage_duration_s is None:
+        return plan_default_s
+    return min(plan_default_s, DEFAULT_WARMUP_SHARE * stage_duration_s)
+
+
 def _positive(name: str, value: float | None) -> None:
     if value is not None and value <= 0:
         raise InputError(f"Invalid {name} {value}: it must be greater than 0.")
+
+
+def _scaled_warmup_s(values: dict[str, Any]) -> float | None:
+    """Scale the plan's default warm-up down to a short --stage-duration; None keeps the plan's default."""
+    if values.get("stage_duration") is None:
+        return None
+    return default_warmup_s(values.get("plan") or "users", values["stage_duration"])
 
 
 def _float_or(value: Any, default: float) -> float:
@@ -229,6 +274,9 @@ def load_options(parsed: argparse.Namespace, host: str | None) -> LoadOptions:
     deployment_code = values.get("deployment_code")
     if not deployment_code:
         raise InputError(_("Missing --deployment-code: give the deployment code shown in the Bailian console, e.g. qwen-plus-d824b8ad."))
+    host_problem = base_url_problem(host, "--host")
+    if host_problem:
+        raise InputError(host_problem)
 
     for name in ("request_timeout", "arrival_qpm", "offered_tpm", "stage_duration", "speedup", "trace_target_tpm", "max_total_tokens", "max_duration", "burst_credit_max"):
         _positive("--" + name.replace("_", "-"), values.get(name))
@@ -265,7 +313,7 @@ def load_options(parsed: argparse.Namespace, host: str | None) -> LoadOptions:
         max_in_flight=int(values.get("max_in_flight") or 1000),
         stages=values.get("stages"),
         stage_duration_s=values.get("stage_duration"),
-        warmup_s=values.get("warmup"),
+        warmup_s=values["warmup"] if values.get("warmup") is not None else _scaled_warmup_s(values),
         burst_credit=bool(values.get("burst_credit")),
         burst_credit_max_s=float(values.get("burst_credit_max") or 120.0),
         search_tolerance=float(values.get("search_tolerance") or 0.05),

@@ -142,10 +142,12 @@ class Runtime:
             if key_problem:
                 raise InputError(key_problem)
             self._prepare_plan(options)
+            self._open_run(environment, runner, options)
         except InputError as error:
             _exit_with_error(error.message)
-            return
 
+    def _open_run(self, environment: Any, runner: Any, options: LoadOptions) -> None:
+        """Run the preflight, announce the plan and create the run directory; InputError on bad input."""
         parsed = environment.parsed_options
         self.run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
         parsed.ptu_run_id = self.run_id  # forwarded to workers with the other custom options
@@ -156,8 +158,7 @@ class Runtime:
             result = run_preflight(options, options.api_key(), run_id=self.run_id)
             self.preflight = result.as_dict()
             if result.problem:
-                _exit_with_error(_("Preflight failed, no load was sent.") + " " + result.problem)
-                return
+                raise InputError(_("Preflight failed, no load was sent.") + " " + result.problem)
 
         self._announce_plan(options)
         self.run_directory = RunDirectory(run_dir)

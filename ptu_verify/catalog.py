@@ -284,6 +284,8 @@ def load_catalog(extra: str | Path | None = None) -> Catalog:
                 file=path, error=error.strerror or error
             )
         ) from None
+    except UnicodeDecodeError:
+        raise InputError(_("Catalog file {file} is not UTF-8 text. Save it as UTF-8 and pass it to --catalog again.").format(file=path)) from None
     _check_duplicates(text, str(path))
     overrides = _parse_catalog(_read_toml(text, str(path)), str(path), models)
     for version in overrides:

@@ -43,8 +43,8 @@ class Demand:
         if self.tpm is not None and any(value is not None for value in split):
             raise InputError(_("Give either --tpm or --input-tpm with --output-tpm, not both."))
         for name, value in (("--tpm", self.tpm), ("--input-tpm", self.input_tpm), ("--output-tpm", self.output_tpm), ("--qpm", self.qpm)):
-            if value is not None and (value < 0 or math.isnan(value)):
-                raise InputError(_("{option} must be zero or more, got {value}.").format(option=name, value=value))
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise InputError(_("{option} must be zero or more and finite, got {value}.").format(option=name, value=value))
         if self.total_tpm <= 0 and not self.qpm:
             raise InputError(_("The demand is zero: give a positive --tpm (or --input-tpm and --output-tpm) or --qpm."))
 
@@ -168,8 +168,8 @@ class Prices:
             ("--input-price", self.input_per_million),
             ("--output-price", self.output_per_million),
         ):
-            if value is not None and (value < 0 or math.isnan(value)):
-                raise InputError(_("{option} must be zero or more, got {value}.").format(option=name, value=value))
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise InputError(_("{option} must be zero or more and finite, got {value}.").format(option=name, value=value))
 
     @property
     def ptu_price_per_minute(self) -> float | None:

@@ -13,7 +13,7 @@ from ..i18n import _
 from ..run.orchestrate import DEFAULT_API_KEY_ENV, RunOptions, run_load_test
 from .common import catalog_option, lang_option, price_options, prices_from_options, resolve_model, verdict_options
 
-__all__ = ["run_command"]
+__all__ = ["run_command", "verdict_line"]
 
 _PLANS = ["step", "acceptance", "search", "rate", "users", "trace"]
 
@@ -41,6 +41,18 @@ def _parse_settings(values: tuple[str, ...]) -> dict[str, Any]:
             raise InputError(_("--simulator {value}: give KEY=VALUE, e.g. --simulator window_s=10.").format(value=value))
         settings[key.strip()] = yaml.safe_load(text)
     return settings
+
+
+def verdict_line(verdict: str | None, *, simulated: bool, partial: bool) -> str:
+    """Return the last console line, e.g. ``Verdict: PASS (SIMULATED)``, in the active language."""
+    # The words are the report's, so this line matches the summary above it; JSON keeps "pass" etc.
+    words = {"pass": _("PASS"), "fail": _("FAIL"), "inconclusive": _("INCONCLUSIVE")}
+    text = words.get(verdict or "", (verdict or "-").upper())
+    if simulated:
+        text += " (" + _("SIMULATED") + ")"
+    if partial:
+        text += _(" (partial: interrupted)")
+    return _("Verdict: {verdict}").format(verdict=text)
 
 
 @click.command(
@@ -170,11 +182,6 @@ def run_command(
 
     click.echo("")
     click.echo(format_console_summary(outcome.summary))
-    verdict = (outcome.verdict or "-").upper()
-    if outcome.simulated:
-        verdict += " (SIMULATED)"
-    if outcome.partial:
-        verdict += _(" (partial: interrupted)")
-    click.echo(_("Verdict: {verdict}").format(verdict=verdict))
+    click.echo(verdict_line(outcome.verdict, simulated=outcome.simulated, partial=outcome.partial))
     click.echo(_("Report: {path}").format(path=outcome.report_path))
     return outcome.exit_code

@@ -44,7 +44,7 @@ def _parse_faults(values: tuple[str, ...]) -> dict[str, float]:
 @click.option("--ptu", type=int, default=None, metavar="N", help=_("Number of PTUs of the simulated deployment."))
 @click.option("--deployment-code", default=None, metavar="CODE", help=_("Deployment code clients pass as the model name. Default: derived from the family."))
 @click.option("--host", default=None, metavar="HOST", help=_("Address to listen on. Default: 127.0.0.1."))
-@click.option("--port", type=int, default=None, metavar="PORT", help=_("Port to listen on; 0 picks a free port. Default: 0."))
+@click.option("--port", type=click.IntRange(0, 65535), default=None, metavar="PORT", help=_("Port to listen on; 0 picks a free port. Default: 0."))
 @click.option("--seed", type=int, default=None, metavar="S", help=_("Seed for output lengths, text, jitter and faults."))
 @click.option("--api-key", default=None, metavar="KEY", help=_("Require this API key (Bearer token); wrong keys get 401. Default: any key."))
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE", help=_("YAML or TOML file with simulator settings; flags override it."))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -487,8 +488,34 @@ def _check_analysis_inputs(options: RunOptions) -> None:
         )
 
 
+def _check_run_inputs(options: RunOptions, settings: LoadSettings) -> None:
+    """Reject a bad --base-url, a non-finite target and a warm-up that fills its stage before anything starts."""
+    from loadtest.options import base_url_problem, default_warmup_s
+    from loadtest.plans import PLAN_DEFAULTS
+
+    if options.base_url is not None:
+        problem = base_url_problem(options.base_url, "--base-url", options.api)
+        if problem:
+            raise InputError(problem)
+    for name, value in (("--target-tpm", options.target_tpm), ("--target-qpm", options.target_qpm)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise InputError(_("{option} must be a finite number above 0, got {value}.").format(option=name, value=value))
+
+    if settings.plan not in ("step", "search", "acceptance"):
+        return
+    duration_s = settings.stage_duration_s if settings.stage_duration_s is not None else PLAN_DEFAULTS[settings.plan][0]
+    warmup_s = settings.warmup_s if settings.warmup_s is not None else default_warmup_s(settings.plan, settings.stage_duration_s)
+    if warmup_s >= duration_s:
+        raise InputError(
+            _("--warmup {warmup} must be shorter than --stage-duration {duration}: lower --warmup or raise --stage-duration.").format(
+                warmup=_format_number(warmup_s), duration=_format_number(duration_s)
+            )
+        )
+
+
 def run_load_test(options: RunOptions, *, echo: Callable[[str], None] = print) -> RunOutcome:
     """Run the whole job and return its outcome; raises InputError (exit 2) or RuntimeFailure (exit 4)."""
+    _check_run_inputs(options, load_settings(options))
     _check_api_key(options)
     _check_analysis_inputs(options)
     if not options.simulated and options.simulator_settings:

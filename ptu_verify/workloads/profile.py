@@ -38,6 +38,12 @@ __all__ = [
 
 TASKS = ("chat", "rag", "summarize", "code")
 LANGUAGE_CHOICES = ("zh", "en", "mixed")
+
+# Largest sizes of one request that a profile may ask for (docs/profiles.md). Beyond them no Qwen
+# deployment accepts the request, and building prompts of that size stalls ``workload show``.
+MAX_INPUT_TOKENS = 1_000_000
+MAX_OUTPUT_TOKENS = 100_000
+MAX_IMAGES = 32
 SYSTEM_STYLES = ("prose", "tools")
 
 _LEAF_KEYS = (
@@ -168,6 +174,8 @@ def load_profile(name_or_path: str, *, _stack: tuple[str, ...] = ()) -> Profile:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise InputError(_("Profile file {file} cannot be read: {error}.").format(file=label, error=error)) from error
+    except UnicodeDecodeError:
+        raise InputError(_("Profile file {file} is not UTF-8 text. Save it as UTF-8.").format(file=label)) from None
     except yaml.YAMLError as error:
         raise InputError(_("Profile file {file} is not valid YAML: {error}. Fix the syntax.").format(file=label, error=error)) from error
     return parse_profile(data, source=source, base_dir=path.parent, stack=(*_stack, key))
@@ -265,8 +273,12 @@ def _parse_leaf(data: Mapping[str, Any], *, name: str, source: ProfileSource, ba
         language=_choice(data, "language", LANGUAGE_CHOICES, "zh", source, prefix),
         task=_choice(data, "task", TASKS, "chat", source, prefix),
         system_prompt=_parse_system(data.get("system_prompt"), source=source, prefix=f"{prefix}system_prompt"),
-        input_tokens=parse_distribution(data["input_tokens"], source=source, key=f"{prefix}input_tokens", minimum=1, resolve_file=resolve),
-        output_tokens=parse_distribution(data["output_tokens"], source=source, key=f"{prefix}output_tokens", minimum=1, resolve_file=resolve),
+        input_tokens=_bounded(
+            parse_distribution(data["input_tokens"], source=source, key=f"{prefix}input_tokens", minimum=1, resolve_file=resolve), MAX_INPUT_TOKENS, source, f"{prefix}input_tokens"
+        ),
+        output_tokens=_bounded(
+            parse_distribution(data["output_tokens"], source=source, key=f"{prefix}output_tokens", minimum=1, resolve_file=resolve), MAX_OUTPUT_TOKENS, source, f"{prefix}output_tokens"
+        ),
         turns=parse_distribution(data.get("turns", 1), source=source, key=f"{prefix}turns", minimum=1, resolve_file=resolve),
         thinking=thinking,
         images=_parse_images(data.get("images"), source=source, prefix=f"{prefix}images", resolve=resolve),
@@ -274,6 +286,20 @@ def _parse_leaf(data: Mapping[str, Any], *, name: str, source: ProfileSource, ba
         weight=_weight(data, "weight", source, prefix),
         source=source,
     )
+
+
+def _bounded(distribution: Distribution, limit: int, source: ProfileSource, key: str) -> Distribution:
+    """Reject a distribution that can exceed ``limit``; clip an open-ended one (normal, lognormal) at it."""
+    highest = distribution.maximum
+    if highest is None and distribution.values:
+        highest = max(high for _low, high in distribution.values)
+    if highest is None:
+        return replace(distribution, maximum=limit)
+    if highest > limit or distribution.minimum > limit:
+        raise SchemaError(
+            source, key, max(highest, distribution.minimum), _("at most {limit} per request is supported.").format(limit=limit), _("lower the value or the distribution's max.")
+        )
+    return distribution
 
 
 def _parse_system(value: Any, *, source: ProfileSource, prefix: str) -> SystemPromptSpec | None:
@@ -292,6 +318,8 @@ def _parse_system(value: Any, *, source: ProfileSource, prefix: str) -> SystemPr
     tokens = value.get("tokens")
     if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 20):
         raise SchemaError(source, f"{prefix}.tokens", tokens, _("a whole number of at least 20 is expected."), _("set tokens: to e.g. 500."))
+    if tokens is not None and tokens > MAX_INPUT_TOKENS:
+        raise SchemaError(source, f"{prefix}.tokens", tokens, _("at most {limit} per request is supported.").format(limit=MAX_INPUT_TOKENS), _("set tokens: to e.g. 500."))
     nonce = value.get("nonce", False)
     if not isinstance(nonce, bool):
         raise SchemaError(source, f"{prefix}.nonce", nonce, _("true or false is expected."), _("write nonce: true to defeat context caching."))
@@ -330,7 +358,7 @@ def _parse_images(value: Any, *, source: ProfileSource, prefix: str, resolve: An
     if not isinstance(sizes_value, list) or not sizes_value:
         raise SchemaError(source, f"{prefix}.sizes", sizes_value, _("a non-empty list of sizes is expected."), _("write sizes: [\"1280x720\", \"1920x1080\"]."))
     parsed = [_parse_size(item, source=source, key=f"{prefix}.sizes[{index}]") for index, item in enumerate(sizes_value)]
-    count = parse_distribution(value.get("count", 1), source=source, key=f"{prefix}.count", minimum=0, resolve_file=resolve)
+    count = _bounded(parse_distribution(value.get("count", 1), source=source, key=f"{prefix}.count", minimum=0, resolve_file=resolve), MAX_IMAGES, source, f"{prefix}.count")
     return ImageSpec(count=count, sizes=tuple(size for size, _weight in parsed), weights=tuple(weight for _size, weight in parsed))
 
 
@@ -350,6 +378,10 @@ def _parse_dataset(value: Any, *, source: ProfileSource, base_dir: Path) -> Data
     max_tokens = value.get("max_tokens", DEFAULT_DATASET_MAX_TOKENS)
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise SchemaError(source, "dataset.max_tokens", max_tokens, _("a whole number >= 1 is expected."), _("set max_tokens: to the default for lines without one."))
+    if max_tokens > MAX_OUTPUT_TOKENS:
+        raise SchemaError(
+            source, "dataset.max_tokens", max_tokens, _("at most {limit} per request is supported.").format(limit=MAX_OUTPUT_TOKENS), _("lower the value or the distribution's max.")
+        )
     return DatasetSpec(path=path, order=order, max_tokens=max_tokens)
 
 

@@ -40,7 +40,7 @@ class Case:
     name: str
     argv: tuple[str, ...]
     expected: tuple[str, ...]  # each must appear in stderr: the file, field or value, and the fix
-    files: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str | bytes] = field(default_factory=dict)  # bytes are written as they are
     locust: bool = False  # run `locust -f loadtest/locustfile.py ARGV` instead of `ptu-verify ARGV`
 
 
@@ -54,6 +54,11 @@ CASES: list[Case] = [
     Case("catalog zero purchase unit", ("plan", "-m", "m-1", "--tpm", "1", "--catalog", "{tmp}/c.toml"), ("c.toml", "min_purchase_ptu", "0"), {"c.toml": CATALOG_ENTRY + "tpm_per_ptu = 5\nmin_purchase_ptu = 0\n"}),
     Case("catalog unknown field", ("plan", "-m", "m-1", "--tpm", "1", "--catalog", "{tmp}/c.toml"), ("c.toml", "colour", "Allowed fields"), {"c.toml": CATALOG_ENTRY + 'tpm_per_ptu = 5\nmin_purchase_ptu = 1\ncolour = "red"\n'}),
     Case("catalog malformed toml", ("plan", "-m", "qwen-plus", "--tpm", "1", "--catalog", "{tmp}/c.toml"), ("c.toml", "not valid TOML", "Fix the syntax"), {"c.toml": "[models\n"}),
+    Case("plan infinite tpm", ("plan", "-m", "qwen-plus", "--tpm", "inf"), ("--tpm", "inf", "finite")),
+    Case("plan nan qpm", ("plan", "-m", "qwen-plus", "--tpm", "1000", "--qpm", "nan"), ("--qpm", "nan", "finite")),
+    Case("plan nan headroom", ("plan", "-m", "qwen-plus", "--tpm", "1000", "--headroom", "nan"), ("--headroom", "nan", "between 0 and 10")),
+    Case("plan infinite price", ("plan", "-m", "qwen-plus", "--tpm", "1000", "--input-price", "inf"), ("--input-price", "inf", "finite")),
+    Case("catalog not utf-8", ("plan", "-m", "m-1", "--tpm", "1", "--catalog", "{tmp}/c.toml"), ("c.toml", "UTF-8"), {"c.toml": CATALOG_ENTRY.encode() + "# 模型目录\n".encode("gbk")}),
     Case("catalog missing file", ("plan", "-m", "qwen-plus", "--tpm", "1", "--catalog", "{tmp}/none.toml"), ("none.toml", "--catalog")),
     # simulate: settings, faults and config files
     Case("simulate zero ptu", ("simulate", "--model", "qwen-plus", "--ptu", "0"), ("--ptu", "0", "positive whole number")),
@@ -65,11 +70,19 @@ CASES: list[Case] = [
     Case("simulate config zero window", ("simulate", "--config", "{tmp}/s.yaml"), ("window_s", "0", "positive"), {"s.yaml": "model: qwen-plus\nptu: 8\nwindow_s: 0\n"}),
     Case("simulate config bad schedule", ("simulate", "--config", "{tmp}/s.yaml"), ("fault_schedule", "start_s", "end_s"), {"s.yaml": "model: qwen-plus\nptu: 8\nfault_schedule:\n  - fault: stall\n"}),
     Case("simulate config malformed", ("simulate", "--config", "{tmp}/s.toml"), ("s.toml", "not valid TOML"), {"s.toml": "model = \n"}),
+    Case("simulate port out of range", ("simulate", "--model", "qwen-plus", "--ptu", "8", "--port", "99999"), ("--port", "99999", "65535")),
     Case("simulate invalid host", ("simulate", "--model", "qwen-plus", "--ptu", "8", "--host", "256.1.1.1"), ("256.1.1.1", "--host")),
     # run: checked before any load is sent
     Case("run zero ptu", ("run", "-m", "qwen-plus", "--ptu", "0"), ("--ptu", "0")),
     Case("run zero stage duration", ("run", "-m", "qwen-plus", "--ptu", "8", "--stage-duration", "0"), ("--stage-duration", "0")),
     Case("run zero stage fraction", ("run", "-m", "qwen-plus", "--ptu", "8", "--stages", "0,1"), ("--stages", "0,1", "more than 0")),
+    Case("run warm-up fills the stage", ("run", "-m", "qwen-plus", "--ptu", "8", "--stage-duration", "10", "--warmup", "10"), ("--warmup 10", "--stage-duration 10")),
+    Case("run infinite target", ("run", "-m", "qwen-plus", "--ptu", "8", "--target-tpm", "inf"), ("--target-tpm", "inf", "finite")),
+    Case("run base url not a url", ("run", "-m", "qwen-plus", "--ptu", "8", "--base-url", "not-a-url", "--deployment-code", "d"), ("--base-url", "not-a-url", "https://")),
+    Case("run base url ftp", ("run", "-m", "qwen-plus", "--ptu", "8", "--base-url", "ftp://127.0.0.1/x", "--deployment-code", "d"), ("ftp://127.0.0.1/x", "https://")),
+    Case("run base url no host", ("run", "-m", "qwen-plus", "--ptu", "8", "--base-url", "http://", "--deployment-code", "d"), ("--base-url http://", "a host")),
+    Case("run base url wrong path", ("run", "-m", "qwen-plus", "--ptu", "8", "--base-url", "http://127.0.0.1:1/v1", "--deployment-code", "d"), ("http://127.0.0.1:1/v1", "/compatible-mode/v1")),
+    Case("run base url wrong api path", ("run", "-m", "qwen-plus", "--ptu", "8", "--api", "dashscope", "--base-url", "{closed}", "--deployment-code", "d"), ("{closed}", "/api/v1")),
     Case("run headroom above 10", ("run", "-m", "qwen-plus", "--ptu", "8", "--headroom", "11"), ("--headroom", "11", "between 0 and 10")),
     Case("run policy unknown section", ("run", "-m", "qwen-plus", "--ptu", "8", "--policy", "{tmp}/p.toml"), ("p.toml", "nosuch", "Allowed sections"), {"p.toml": "[nosuch]\nx = 1\n"}),
     Case("run deployment code missing", ("run", "-m", "qwen-plus", "--ptu", "8", "--base-url", "{closed}"), ("--deployment-code",)),
@@ -94,6 +107,10 @@ CASES: list[Case] = [
     # workload show: profiles and traces
     Case("profile unknown key", ("workload", "show", "{tmp}/w.yaml"), ("w.yaml", "colour", "remove it"), {"w.yaml": "name: w\ninput_tokens: 24\noutput_tokens: 64\ncolour: red\n"}),
     Case("profile negative tokens", ("workload", "show", "{tmp}/w.yaml"), ("w.yaml", "input_tokens", "-24", "at least 1", "or {kind: lognormal"), {"w.yaml": "name: w\ninput_tokens: -24\noutput_tokens: 64\n"}),
+    Case("profile input too large", ("workload", "show", "{tmp}/w.yaml"), ("w.yaml", "input_tokens", "10000000", "at most 1000000"), {"w.yaml": "name: w\ninput_tokens: 10000000\noutput_tokens: 64\n"}),
+    Case("profile output max too large", ("workload", "show", "{tmp}/w.yaml"), ("w.yaml", "output_tokens", "200000", "at most 100000"), {"w.yaml": "name: w\ninput_tokens: 24\noutput_tokens: {kind: uniform, min: 1, max: 200000}\n"}),
+    Case("profile too many images", ("workload", "show", "{tmp}/w.yaml"), ("w.yaml", "images.count", "40", "at most 32"), {"w.yaml": 'name: w\ninput_tokens: 24\noutput_tokens: 64\nimages: {count: 40, sizes: ["64x64"]}\n'}),
+    Case("profile not utf-8", ("workload", "show", "{tmp}/w.yaml"), ("w.yaml", "UTF-8"), {"w.yaml": "name: w\ndescription: 中文\ninput_tokens: 24\noutput_tokens: 64\n".encode("gb18030")}),
     Case("profile malformed yaml", ("workload", "show", "{tmp}/w.yaml"), ("w.yaml", "not valid YAML"), {"w.yaml": "name: [w\n"}),
     Case("profile missing", ("workload", "show", "{tmp}/none.yaml"), ("none.yaml", "not found", "Fix the name or the path")),
     Case("trace bad value", ("workload", "show", "trace:{tmp}/t.jsonl"), ("t.jsonl", "line 1", "input_length", "whole number"), {"t.jsonl": '{"timestamp": 1, "input_length": "x", "output_length": 5}\n'}),
@@ -102,6 +119,7 @@ CASES: list[Case] = [
     # the locustfile
     Case("locust zero timeout", ("--deployment-code", "d", "--request-timeout", "0"), ("--request-timeout", "0", "greater than 0"), locust=True),
     Case("locust unknown profile key", ("--deployment-code", "d", "--workload", "{tmp}/w.yaml"), ("w.yaml", "colour", "remove it"), {"w.yaml": "name: w\ninput_tokens: 24\noutput_tokens: 64\ncolour: red\n"}, locust=True),
+    Case("locust host not a url", ("--deployment-code", "d", "--host", "not-a-url"), ("--host", "not-a-url", "https://"), locust=True),
     Case("locust deployment code missing", (), ("--deployment-code", "Bailian console"), locust=True),
 ]
 
@@ -132,7 +150,10 @@ def test_bad_input_exits_2(case: Case, tmp_path: Path, shared_inputs: dict[str, 
     for relative, content in case.files.items():
         path = tmp_path / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content, encoding="utf-8")
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
     argv = [_fill(argument, values) for argument in case.argv]
 
     if case.locust:
