@@ -6,7 +6,7 @@ import logging
 import math
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,8 @@ SUMMARY_SCHEMA = "ptu-verify/summary-v1"
 _EXIT_CODES = {"pass": ExitCode.PASS, "fail": ExitCode.FAIL, "inconclusive": ExitCode.INCONCLUSIVE}
 # Command-line values after these flags, and anything shaped like an API key, are hidden in reports.
 _SECRET_FLAG = re.compile(r"(key|token|secret|password|authorization)", re.IGNORECASE)
+# Length of the per-minute limiter window; shorter stages can read above capacity.
+_LIMITER_WINDOW_S = 60.0
 _SECRET_VALUE = re.compile(r"\bsk-[A-Za-z0-9_-]{6,}")
 
 
@@ -57,7 +59,7 @@ class AnalysisOptions:
     target_qpm: float | None = None
     headroom: float = 0.0
     prices: Prices = field(default_factory=Prices)
-    partial: bool | None = None
+    partial: bool | None = None  # True marks the run partial; None or False defers to run.json
     minute_windows: bool = False
 
 
@@ -188,7 +190,9 @@ def _sanitize_command(command: Any) -> list[str]:
 
 def _run_metadata(data: RunData, options: AnalysisOptions, model: str, ptu: int) -> dict[str, Any]:
     info = data.run_info
-    partial = options.partial if options.partial is not None else bool(info.get("partial"))
+    # Either source can only add the partial mark: run.json knows a max-duration or -t stop that
+    # the orchestrator does not see as an interruption.
+    partial = bool(options.partial) or bool(info.get("partial"))
     keys = ("run_id", "deployment_code", "api", "transport", "workload", "plan", "started_at", "ended_at", "host", "versions", "workers")
     meta: dict[str, Any] = {key: info.get(key) for key in keys if key in info}
     host = meta.get("host")
@@ -201,6 +205,7 @@ def _run_metadata(data: RunData, options: AnalysisOptions, model: str, ptu: int)
             "ptu": ptu,
             "simulated": bool(info.get("simulated")),
             "partial": partial,
+            "stop_reason": info.get("stop_reason"),
             "command": _sanitize_command(info.get("command")),
             "plan_kind": data.plan.get("plan") if data.plan else None,
             "arrival": data.plan.get("arrival") if data.plan else None,
@@ -244,6 +249,50 @@ def _stage_entry(window: StageWindow, metrics: dict[str, Any], capacity_tpm: flo
         **metrics,
     }
 
+# A stage counts as cut by the end of the run when its last request started more than this many
+# seconds, and more than _CUT_GAPS median inter-start gaps, before its planned end.
+_CUT_MIN_S = 2.0
+_CUT_GAPS = 3.0
+
+
+@dataclass(frozen=True)
+class _Coverage:
+    """Which planned stages the records reach, with cut stages shortened to the span measured."""
+
+    reached: list[tuple[int, StageWindow]]  # (index into prepared.windows, window as measured)
+    not_reached: list[str]
+    cut: list[str]
+
+
+def _coverage(prepared: Prepared) -> _Coverage:
+    """Drop stages with no measured record and end a stage cut short at its last request start.
+
+    A run stopped early (max-duration, Ctrl-C, lost records) must not count its unreached stages as
+    0 TPM nor divide a cut stage's tokens by its full planned length.
+    """
+    windows = prepared.windows
+    if not windows[0].from_plan:
+        return _Coverage(list(enumerate(windows)), [], [])
+    started = prepared.frame["started_at"].to_numpy()
+    finite = started[np.isfinite(started)]
+    last_start = float(finite.max()) if finite.size else -math.inf
+    reached: list[tuple[int, StageWindow]] = []
+    not_reached: list[str] = []
+    cut: list[str] = []
+    for index, window in enumerate(windows):
+        selected = prepared.measured & (prepared.stage_index == index)
+        if not selected.any() or last_start < window.measure_start_at:
+            not_reached.append(window.label)
+            continue
+        starts = np.sort(started[selected])
+        gap_s = float(np.median(np.diff(starts))) if starts.size > 1 else 0.0
+        if window.end_at - last_start > max(_CUT_MIN_S, _CUT_GAPS * gap_s):
+            # The next request would have started about one gap after the last one.
+            window = replace(window, end_at=min(window.end_at, last_start + gap_s))
+            cut.append(window.label)
+        reached.append((index, window))
+    return _Coverage(reached, not_reached, cut)
+
 
 def _throttle_onset(stages: list[dict[str, Any]], policy: Policy) -> dict[str, Any] | None:
     """Return the least-offered stage whose 429 share exceeds the policy's limit, or None."""
@@ -255,13 +304,13 @@ def _throttle_onset(stages: list[dict[str, Any]], policy: Policy) -> dict[str, A
     return {"stage": onset["label"], "offered_fraction": onset["offered_fraction"], "throttled_share": onset["throttled_share"]}
 
 
-def _sustained(prepared: Prepared, stages: list[dict[str, Any]], policy: Policy) -> dict[str, Any]:
+def _sustained(prepared: Prepared, reached: list[tuple[int, StageWindow]], stages: list[dict[str, Any]], policy: Policy) -> dict[str, Any]:
     """Find the highest achieved stage TPM and bootstrap its confidence interval."""
-    candidates = [(index, stage) for index, stage in enumerate(stages) if stage["achieved_tpm"] is not None]
+    candidates = [(position, stage) for position, stage in enumerate(stages) if stage["achieved_tpm"] is not None]
     if not candidates:
         return {"value": None, "ci_low": None, "ci_high": None, "stage": None, "level": policy.confidence.level}
-    index, stage = max(candidates, key=lambda item: item[1]["achieved_tpm"])
-    window = prepared.windows[index]
+    position, stage = max(candidates, key=lambda item: item[1]["achieved_tpm"])
+    index, window = reached[position]
     frame = prepared.frame
     selected = (prepared.stage_index == index) & prepared.measured & frame["ok"].to_numpy()
     amounts = frame["total_n"].to_numpy()[selected]
@@ -278,7 +327,7 @@ def _sustained(prepared: Prepared, stages: list[dict[str, Any]], policy: Policy)
     return {"value": stage["achieved_tpm"], "ci_low": low, "ci_high": high, "stage": stage["label"], "level": rule.level, "window_s": rule.window_s}
 
 
-def _notes(data: RunData, overall: dict[str, Any], run: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def _notes(data: RunData, overall: dict[str, Any], run: dict[str, Any], stages: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     notes: list[tuple[str, dict[str, Any]]] = []
     estimated = overall.get("tokens_estimated_share")
     if estimated:
@@ -293,6 +342,26 @@ def _notes(data: RunData, overall: dict[str, Any], run: dict[str, Any]) -> list[
         notes.append(("The target was the built-in simulator, not a Bailian deployment.", {}))
     if run.get("partial"):
         notes.append(("The run is partial: it was interrupted or lost a worker.", {}))
+    if run.get("stages_not_reached"):
+        notes.append(("Stages not reached before the run ended, left out of every figure: {stages}.", {"stages": ", ".join(run["stages_not_reached"])}))
+    if run.get("stages_cut"):
+        notes.append(
+            ("Stages cut short by the end of the run, measured over the span they ran: {stages}.", {"stages": ", ".join(run["stages_cut"])})
+        )
+    for stage in stages:
+        # The limiter counts per minute, so a rested window admits a burst above the per-minute rate.
+        if stage["duration_s"] < _LIMITER_WINDOW_S and (stage["utilization"] or 0.0) > 1.0:
+            notes.append(
+                (
+                    (
+                        "Stage {stage} achieved {share} of capacity over only {duration:.0f} s. Bailian limits per 60 s window, and a "
+                        "rested window admits a burst above the per-minute rate, so a stage shorter than a minute can read above "
+                        "capacity. Use stages with at least 60 s measured, or the Locust option --burst-credit, which spends that burst in a "
+                        "phase left out of the statistics."
+                    ),
+                    {"stage": stage["label"], "share": f"{stage['utilization'] * 100:.1f} %", "duration": stage["duration_s"]},
+                )
+            )
     return notes
 
 
@@ -312,12 +381,15 @@ def analyze_run(run_dir: Path, options: AnalysisOptions | None = None) -> Summar
     frame = prepared.frame
     measured = frame[prepared.measured]
     from_plan = prepared.windows[0].from_plan
+    coverage = _coverage(prepared)
+    reached_windows = [window for _index, window in coverage.reached]
+    reached_mask = np.isin(prepared.stage_index, [index for index, _window in coverage.reached])
 
     # Overall figures first: the observed tokens per request sets the QPM-bound capacity.
     # NOTE: a catalog entry that sells input and output TPM separately is compared on its total
     # only; a deployment limited by one side alone would show as under-delivering that total.
-    total_span_s = sum(window.measured_s for window in prepared.windows)
-    overall = group_metrics(measured, total_span_s, from_plan=from_plan)
+    total_span_s = sum(window.measured_s for window in reached_windows)
+    overall = group_metrics(frame[prepared.measured & reached_mask], total_span_s, from_plan=from_plan)
     tokens_per_request = overall["tokens_per_request"]
     qpm_bound_tpm = capacity.qpm * tokens_per_request if tokens_per_request else None
     effective_tpm = float(min(capacity.total_tpm, qpm_bound_tpm)) if qpm_bound_tpm is not None else float(capacity.total_tpm)
@@ -325,10 +397,12 @@ def analyze_run(run_dir: Path, options: AnalysisOptions | None = None) -> Summar
 
     stages = []
     measured_stage = prepared.stage_index[prepared.measured]
-    for index, window in enumerate(prepared.windows):
+    for index, window in coverage.reached:
         group = measured[measured_stage == index]
         metrics = group_metrics(group, window.measured_s, from_plan=window.from_plan)
-        stages.append(_stage_entry(window, metrics, effective_tpm, float(capacity.qpm), tokens_per_request))
+        entry = _stage_entry(window, metrics, effective_tpm, float(capacity.qpm), tokens_per_request)
+        entry["cut_short"] = window.label in coverage.cut
+        stages.append(entry)
     overall["utilization"] = overall["achieved_tpm"] / effective_tpm if overall["achieved_tpm"] is not None else None
     overall["reserved_unused_share"] = overall["reserved_unused_tpm"] / effective_tpm if overall["reserved_unused_tpm"] is not None else None
     overall["throttle_onset"] = _throttle_onset(stages, policy)
@@ -338,9 +412,13 @@ def analyze_run(run_dir: Path, options: AnalysisOptions | None = None) -> Summar
     overall["offered_tpm_observed"] = overall["first_attempts"] / (total_span_s / 60.0) * tokens_per_request if total_span_s > 0 and tokens_per_request else None
     overall["offered_qpm_observed"] = overall["first_attempts"] / (total_span_s / 60.0) if total_span_s > 0 else None
 
-    health = generator_health(data.health, prepared.windows)
+    health = generator_health(data.health, reached_windows)
     run = _run_metadata(data, options, model, ptu)
-    checks = evaluate_checks(stages, effective_tpm, health, policy, partial=run["partial"])
+    run["stages_not_reached"] = coverage.not_reached
+    run["stages_cut"] = coverage.cut
+    checks = evaluate_checks(
+        stages, effective_tpm, health, policy, partial=run["partial"], stop_reason=run["stop_reason"], not_reached=coverage.not_reached
+    )
     verdict = combine_checks(checks)
 
     recommendation = recommend(
@@ -372,7 +450,7 @@ def analyze_run(run_dir: Path, options: AnalysisOptions | None = None) -> Summar
             "binding_limit": binding,
             "tokens_per_request": tokens_per_request,
         },
-        sustained_tpm=_sustained(prepared, stages, policy),
+        sustained_tpm=_sustained(prepared, coverage.reached, stages, policy),
         stages=stages,
         overall=overall,
         recommendation=recommendation,
@@ -394,7 +472,7 @@ def analyze_run(run_dir: Path, options: AnalysisOptions | None = None) -> Summar
             "health_samples": len(data.health),
         },
     )
-    summary.notes = _notes(data, overall, run)
+    summary.notes = _notes(data, overall, run, stages)
     if verdict == "fail" and any(check.name == "capacity_delivered" and check.status == "fail" for check in checks) and recommendation["action"]:
         # The sizing uses the catalog's TPM per PTU, which this deployment did not deliver.
         delivered = summary.sustained_tpm["value"] or 0.0

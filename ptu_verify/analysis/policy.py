@@ -90,7 +90,13 @@ class Policy:
 
 
 # Fields that are shares or fractions of something, so must lie in [0, 1].
-_UNIT_INTERVAL = {"max_throttled_share", "max_late_dropped_share", "level"}
+_UNIT_INTERVAL = {"max_throttled_share", "max_late_dropped_share"}
+# Fields with a narrower range: (low, high, low included, high included, shown range).
+# A delivered fraction of 0 or above 1 can never or always pass; a confidence level of 0 or 1 has no interval.
+_RANGES = {
+    ("capacity", "min_delivered_fraction"): (0.0, 1.0, False, True, "0 < value ≤ 1"),
+    ("confidence", "level"): (0.0, 1.0, False, False, "0 < value < 1"),
+}
 
 
 def _check_value(source: str, section: str, name: str, value: Any, default: Any) -> Any:
@@ -105,6 +111,13 @@ def _check_value(source: str, section: str, name: str, value: Any, default: Any)
         raise InputError(_("{where} must be zero or more, got {value!r}.").format(where=where, value=value))
     if name in _UNIT_INTERVAL and value > 1:
         raise InputError(_("{where} is a share between 0 and 1 (0.01 = 1 %), got {value!r}.").format(where=where, value=value))
+    bounds = _RANGES.get((section, name))
+    if bounds is not None:
+        low, high, low_included, high_included, shown = bounds
+        above_low = value >= low if low_included else value > low
+        below_high = value <= high if high_included else value < high
+        if not (above_low and below_high):
+            raise InputError(_("{where} must be in the range {range}, got {value!r}.").format(where=where, range=shown, value=value))
     if name in ("resamples", "window_s") and value <= 0:
         raise InputError(_("{where} must be more than zero, got {value!r}.").format(where=where, value=value))
     return value

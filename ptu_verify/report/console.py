@@ -28,11 +28,30 @@ def action_text(recommendation: dict[str, Any]) -> str:
     return _("No target given: pass --target-tpm or --target-qpm for a PTU recommendation.")
 
 
+def capacity_texts(capacity: dict[str, Any]) -> tuple[str, str]:
+    """Return the capacity headline's label and its explanation.
+
+    When QPM binds, the headline figure is QPM × tokens per request of this workload, not the TPM
+    bought, so it is labelled as such and the purchased TPM and QPM are shown beside it.
+    """
+    purchased = _("{ptu} PTU of {model} buys {tpm} TPM / {qpm} QPM").format(
+        ptu=capacity["ptu"], model=capacity["model"], tpm=format_number(capacity["tpm"]), qpm=format_number(capacity["qpm"])
+    )
+    if capacity["binding_limit"] == "qpm":
+        tokens = float(capacity["tokens_per_request"])
+        detail = _("{qpm} QPM × {tokens} tokens/request; QPM binds. {purchased}").format(
+            qpm=format_number(capacity["qpm"]), tokens=format_number(tokens, 0 if abs(tokens - round(tokens)) < 0.05 else 1), purchased=purchased
+        )
+        return _("Capacity for this workload"), detail
+    return _("Purchased capacity"), _("TPM binds. {purchased}").format(purchased=purchased)
+
+
 def format_console_summary(summary: Summary) -> str:
     """Return the verdict, reasons, per-stage table and recommendation as plain text."""
     verdict = {"pass": _("PASS"), "fail": _("FAIL"), "inconclusive": _("INCONCLUSIVE")}[summary.verdict]
     badges = "".join(f" [{text}]" for flag, text in ((summary.simulated, _("SIMULATED")), (summary.partial, _("PARTIAL"))) if flag)
     capacity, sustained = summary.capacity, summary.sustained_tpm
+    capacity_label, capacity_detail = capacity_texts(capacity)
     interval = ""
     if sustained.get("ci_low") is not None:
         interval = _(", {level} CI {low} – {high}").format(
@@ -42,8 +61,8 @@ def format_console_summary(summary: Summary) -> str:
         _("Verdict: {verdict}{badges}  ({model}, {ptu} PTU)").format(verdict=verdict, badges=badges, model=capacity["model"], ptu=capacity["ptu"]),
         *(f"  - {reason}" for reason in summary.reasons),
         "",
-        _("Capacity {capacity} TPM (binding limit {limit}); sustained achieved {sustained} TPM").format(
-            capacity=format_number(capacity["effective_tpm"]), limit=capacity["binding_limit"].upper(), sustained=format_number(sustained.get("value"))
+        _("{label}: {capacity} TPM ({detail}); sustained achieved {sustained} TPM").format(
+            label=capacity_label, capacity=format_number(capacity["effective_tpm"]), detail=capacity_detail, sustained=format_number(sustained.get("value"))
         )
         + interval,
         "",

@@ -17,7 +17,7 @@ from .. import __version__
 from ..analysis import Summary
 from ..i18n import _, get_language
 from .charts import svg_bar_chart, svg_histogram, svg_line_chart
-from .console import action_text
+from .console import action_text, capacity_texts
 
 __all__ = ["build_context", "render_html"]
 
@@ -67,13 +67,10 @@ def _key_figures(data: dict[str, Any]) -> list[dict[str, str]]:
     if data["recommendation"].get("action") is None:
         # Without a target the action text is a hint, which reads better as the small note.
         recommendation_figure.update(value="-", note=action_text(data["recommendation"]))
+    capacity_label, capacity_detail = capacity_texts(capacity)
     utilization = sustained["value"] / capacity["effective_tpm"] if sustained.get("value") is not None and capacity["effective_tpm"] else None
     return [
-        {
-            "label": _("Purchased capacity"),
-            "value": _("{tpm} TPM").format(tpm=_number(capacity["effective_tpm"])),
-            "note": _("{ptu} PTU of {model}; binding limit {limit}").format(ptu=capacity["ptu"], model=capacity["model"], limit=capacity["binding_limit"].upper()),
-        },
+        {"label": capacity_label, "value": _("{tpm} TPM").format(tpm=_number(capacity["effective_tpm"])), "note": capacity_detail},
         {"label": _("Sustained achieved TPM"), "value": _number(sustained.get("value")), "note": interval},
         {"label": _("Utilization at the plateau"), "value": _percent(utilization), "note": _("achieved ÷ purchased capacity")},
         {"label": _("429 share (measured)"), "value": _percent(overall.get("throttled_share")), "note": _("{count} of {total} attempts").format(count=overall["throttled"], total=overall["requests"])},
@@ -143,7 +140,7 @@ def _stage_headers() -> list[str]:
 def _stage_charts(data: dict[str, Any]) -> list[str]:
     stages = data["stages"]
     labels = [stage["label"] for stage in stages]
-    capacity_line = {_("Purchased capacity"): data["capacity"]["effective_tpm"]}
+    capacity_line = {capacity_texts(data["capacity"])[0]: data["capacity"]["effective_tpm"]}
     return [
         svg_bar_chart(
             labels,
@@ -180,7 +177,7 @@ def _stage_charts(data: dict[str, Any]) -> list[str]:
 
 def _time_charts(data: dict[str, Any]) -> list[str]:
     stages = data["stages"]
-    capacity_line = {_("Purchased capacity"): data["capacity"]["effective_tpm"]}
+    capacity_line = {capacity_texts(data["capacity"])[0]: data["capacity"]["effective_tpm"]}
     series = data["time_series"]
     origin = series["origin_at"][0]
     bin_s = series["bin_s"][0]

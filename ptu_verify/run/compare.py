@@ -9,6 +9,11 @@ from a dozen blocks is itself uncertain. A t interval needs far fewer resamples 
 at the small per-test error rates of a Bonferroni correction. Blocks instead of single requests keep the correlation between
 requests that queued together. A difference is a regression only when the whole interval lies on the
 worse side and the change is at least the metric's minimum change, so two runs of one configuration pass.
+
+A metric is "insufficient data" instead of "unchanged" when its interval cannot tell: fewer than
+``min_samples`` values on either side, a measured span shorter than ``min_windows`` blocks (off by
+default), or an interval half-width above ``max_width_factor`` × the metric's minimum change (a ±96 %
+interval would call a 30 % capacity cut "unchanged"). Nothing judged and no regression is exit 3.
 """
 
 from __future__ import annotations
@@ -96,7 +101,11 @@ class CompareSettings:
     seed: int = 20240601
     block_s: float = 5.0  # length of one bootstrap time block
     min_blocks: int = 10  # a shorter stage is cut into this many shorter blocks
-    min_samples: int = 20  # fewer values than this on either side: insufficient data, never a regression
+    min_samples: int = 30  # fewer values than this on either side: insufficient data, never a regression
+    # A measured span shorter than this many block_s: insufficient data. Off (0) by default, because a
+    # steady short stage can still give a narrow interval, and the width rule catches the noisy ones.
+    min_windows: int = 0
+    max_width_factor: float = 4.0  # an "unchanged" interval wider than ± this × min_change: insufficient data
     min_change: dict[str, float] = field(default_factory=lambda: dict(_DEFAULT_MIN_CHANGE))
 
 
@@ -137,7 +146,18 @@ def load_compare_settings(path: Path | None) -> CompareSettings:
     seed = int(_number(table.get("seed", defaults.seed), "compare.seed", path, low=0))
     block_s = _number(table.get("block_s", defaults.block_s), "compare.block_s", path, low=0.5)
     min_samples = int(_number(table.get("min_samples", defaults.min_samples), "compare.min_samples", path, low=2))
-    return CompareSettings(confidence=confidence, resamples=resamples, seed=seed, block_s=block_s, min_samples=min_samples, min_change=min_change)
+    min_windows = int(_number(table.get("min_windows", defaults.min_windows), "compare.min_windows", path, low=0))
+    max_width_factor = _number(table.get("max_width_factor", defaults.max_width_factor), "compare.max_width_factor", path, low=1.0)
+    return CompareSettings(
+        confidence=confidence,
+        resamples=resamples,
+        seed=seed,
+        block_s=block_s,
+        min_samples=min_samples,
+        min_windows=min_windows,
+        max_width_factor=max_width_factor,
+        min_change=min_change,
+    )
 
 
 def _number(value: Any, name: str, path: Path, *, low: float | None = None, high: float | None = None) -> float:
@@ -197,6 +217,12 @@ def load_run(run_dir: Path) -> _LoadedRun:
     if not files:
         raise InputError(_("{path} has no records*.jsonl file, so there is nothing to compare.").format(path=run_dir))
     read = read_jsonl(files)
+    if not read["rows"]:
+        raise InputError(
+            _("{path} has no readable records ({files} empty or unparsable), so there is nothing to compare. Give a run that sent load.").format(
+                path=run_dir, files=", ".join(file.name for file in files)
+            )
+        )
     if read["skipped_lines"]:
         logger.warning("%s: skipped %d unparsable record lines", run_dir, read["skipped_lines"])
 
@@ -322,6 +348,8 @@ class MetricComparison:
     baseline_samples: int
     current_samples: int
     status: Status
+    # Why the status is insufficient_data: few_samples, short_stage or wide_interval; None otherwise.
+    insufficient_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -337,6 +365,11 @@ class StageComparison:
     def regressions(self) -> list[str]:
         """Names of the metrics that regressed in this stage."""
         return [metric.metric for metric in self.metrics if metric.status == "regression"]
+
+    @property
+    def all_insufficient(self) -> bool:
+        """True when no metric of this stage had enough data to be judged."""
+        return all(metric.status == "insufficient_data" for metric in self.metrics)
 
 
 @dataclass(frozen=True)
@@ -357,9 +390,16 @@ class CompareResult:
         return sum(len(stage.regressions) for stage in self.stages)
 
     @property
+    def judged_count(self) -> int:
+        """Number of (stage, metric) pairs with enough data for a meaningful interval."""
+        return sum(metric.status != "insufficient_data" for stage in self.stages for metric in stage.metrics)
+
+    @property
     def exit_code(self) -> int:
-        """1 when any metric regressed, 0 otherwise."""
-        return 1 if self.regression_count else 0
+        """1 when any metric regressed, 3 when no metric could be judged, 0 otherwise."""
+        if self.regression_count:
+            return 1
+        return 0 if self.judged_count else 3
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON-ready form written to compare.json."""
@@ -367,6 +407,7 @@ class CompareResult:
             "schema": COMPARE_SCHEMA,
             "regression": bool(self.regression_count),
             "regression_count": self.regression_count,
+            "judged_count": self.judged_count,
             "exit_code": self.exit_code,
             "baseline": asdict(self.baseline),
             "current": asdict(self.current),
@@ -377,6 +418,7 @@ class CompareResult:
                     "baseline_offered_tpm": stage.baseline_offered_tpm,
                     "current_offered_tpm": stage.current_offered_tpm,
                     "regressions": stage.regressions,
+                    "all_insufficient": stage.all_insufficient,
                     "metrics": [asdict(metric) for metric in stage.metrics],
                 }
                 for stage in self.stages
@@ -427,18 +469,20 @@ def compare_samples(
     current_replicates = _bootstrap(current, settings, rng_current) if len(current.ok) else None
     upper_probability = 1.0 - (1.0 - settings.confidence) / max(tests, 1) / 2.0
 
+    short = min(baseline.span_s, current.span_s) < settings.min_windows * settings.block_s
     comparisons = []
     for info in METRICS:
         base_n, current_n = _sample_size(baseline, info.name), _sample_size(current, info.name)
         base_value, current_value = base_point[info.name], current_point[info.name]
         min_change = settings.min_change[info.name]
         enough = min(base_n, current_n) >= settings.min_samples and not (math.isnan(base_value) or math.isnan(current_value))
-        if not enough or base_replicates is None or current_replicates is None:
+        if short or not enough or base_replicates is None or current_replicates is None:
             comparisons.append(
                 MetricComparison(
                     info.name, info.direction, _none_if_nan(base_value), _none_if_nan(current_value),
                     None if math.isnan(current_value - base_value) else current_value - base_value,
                     None, None, None, min_change, info.change, base_n, current_n, "insufficient_data",
+                    "short_stage" if short else "few_samples",
                 )
             )  # fmt: skip
             continue
@@ -450,11 +494,16 @@ def compare_samples(
         t = _t_quantile(upper_probability, _welch_df(base_error, baseline.blocks, current_error, current.blocks))
         low, high = difference - t * error, difference + t * error
         relative = difference / base_value if base_value else None
-        status = _classify(info, base_value, difference, low, high, min_change) if not math.isnan(low) else "insufficient_data"
+        status: Status = _classify(info, base_value, difference, low, high, min_change) if not math.isnan(low) else "insufficient_data"
+        reason = "wide_interval" if status == "insufficient_data" else None
+        # An interval several minimum changes wide cannot show a change, so "unchanged" would mislead.
+        scale = abs(base_value) if info.change == "relative" else 1.0
+        if status == "unchanged" and (high - low) / 2.0 > settings.max_width_factor * min_change * scale:
+            status, reason = "insufficient_data", "wide_interval"
         comparisons.append(
             MetricComparison(
                 info.name, info.direction, base_value, current_value, difference, low, high, relative,
-                min_change, info.change, base_n, current_n, status,
+                min_change, info.change, base_n, current_n, status, reason,
             )
         )  # fmt: skip
     return comparisons
@@ -553,6 +602,16 @@ def compare_runs(baseline_dir: Path, current_dir: Path, settings: CompareSetting
             seed_offset=index,
         )
         stages.append(StageComparison(base_stage["label"], base_stage.get("offered_tpm"), current_stage.get("offered_tpm"), metrics))
+
+    starved = [stage.label for stage in stages if stage.all_insufficient]
+    if starved:
+        notes.insert(
+            0,
+            _(
+                "Too few data to judge any metric at stage {stages}: a metric needs at least {samples} values in each run "
+                "and an interval narrower than ±{factor:g} × its minimum change. Run longer stages."
+            ).format(stages=", ".join(starved), samples=settings.min_samples, factor=settings.max_width_factor),
+        )
 
     return CompareResult(
         baseline=baseline.side,

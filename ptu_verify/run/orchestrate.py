@@ -554,7 +554,8 @@ def run_load_test(options: RunOptions, *, echo: Callable[[str], None] = print) -
         report_path=report_path,
         exit_code=int(summary.exit_code),
         verdict=str(summary.verdict),
-        partial=partial,
+        # run.json may mark the run partial too (max-duration or -t before the plan's end).
+        partial=bool(summary.partial),
         simulated=options.simulated,
         summary=summary,
     )

@@ -111,6 +111,13 @@ def _compare_rows(result: CompareResult) -> list[dict[str, str]]:
 def _verdict_line(result: CompareResult) -> str:
     if result.regression_count:
         return _("REGRESSION: {count} stage metrics got worse beyond the noise.").format(count=result.regression_count)
+    if not result.judged_count:
+        return _("INCONCLUSIVE: no stage metric had enough data for a meaningful interval. Run longer stages.")
+    unjudged = sum(len(stage.metrics) for stage in result.stages) - result.judged_count
+    if unjudged:
+        return _("No regression among the {judged} stage metrics with enough data; {unjudged} had too few data to judge.").format(
+            judged=result.judged_count, unjudged=unjudged
+        )
     return _("No regression: every difference is within the noise or below the minimum change.")
 
 
@@ -209,6 +216,7 @@ def render_compare_html(result: CompareResult) -> str:
         "lang": "zh-CN" if get_language() == "zh" else "en",
         "title": _("ptu-verify regression check"),
         "regression": bool(result.regression_count),
+        "banner": "regression" if result.regression_count else ("ok" if result.judged_count else "inconclusive"),
         "verdict_text": _verdict_line(result),
         "baseline_title": _("Baseline"),
         "current_title": _("Current"),
@@ -243,7 +251,7 @@ def render_compare_html(result: CompareResult) -> str:
         ),
         "charts_title": _("Baseline and current per stage"),
         "charts": _compare_charts(result),
-        "footer": _("Written by ptu-verify compare. Exit code {code}: 1 means a regression.").format(code=result.exit_code),
+        "footer": _("Written by ptu-verify compare. Exit code {code}: 1 means a regression, 3 that no metric had enough data.").format(code=result.exit_code),
     }
     return _environment().get_template("compare.html.j2").render(context)
 

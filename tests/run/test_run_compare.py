@@ -190,7 +190,33 @@ def test_compare_few_records_insufficient(tmp_path: Path) -> None:
     result = compare_runs(baseline, current, CompareSettings())
     statuses = {metric.status for stage in result.stages for metric in stage.metrics}
     assert statuses == {"insufficient_data"}
-    assert result.exit_code == 0
+    # Nothing could be judged and nothing regressed: inconclusive, with every stage named in a note.
+    assert result.exit_code == 3
+    assert result.judged_count == 0
+    assert all(stage.all_insufficient for stage in result.stages)
+    assert "Too few data to judge any metric at stage 50%, 100%, 125%" in result.notes[0]
+
+
+def test_compare_wide_interval_insufficient(tmp_path: Path) -> None:
+    # 30 s stages (25 s measured): the achieved-TPM interval is wider than ±20 % of the baseline.
+    baseline = write_run(tmp_path / "base", seed=1, stage_s=30.0)
+    current = write_run(tmp_path / "cur", seed=2, stage_s=30.0, capacity_factor=0.7)
+    result = compare_runs(baseline, current)
+    tpm = [next(metric for metric in stage.metrics if metric.metric == "achieved_tpm") for stage in result.stages]
+    assert [metric.status for metric in tpm] == ["insufficient_data"] * 3
+    assert {metric.insufficient_reason for metric in tpm} == {"wide_interval"}
+    assert result.to_dict()["judged_count"] == result.judged_count > 0
+
+
+def test_compare_rejects_empty_records(tmp_path: Path, run_cli: Any) -> None:
+    baseline = write_run(tmp_path / "base", seed=1)
+    current = write_run(tmp_path / "cur", seed=2)
+    (current / "records.jsonl").write_text("")
+    with pytest.raises(InputError, match="no readable records"):
+        compare_runs(baseline, current)
+    outcome = run_cli("compare", str(baseline), str(current))
+    assert outcome.exit_code == 2
+    assert "nothing to compare" in outcome.stderr
 
 
 def test_compare_command_exit_codes(tmp_path: Path, run_cli: Any) -> None:
@@ -208,3 +234,13 @@ def test_compare_command_exit_codes(tmp_path: Path, run_cli: Any) -> None:
     assert mismatch.exit_code == 2
     assert "different workloads: chat" in mismatch.stderr
     assert not (other / "compare.json").exists()
+
+
+def test_compare_min_windows_marks_short_stages(tmp_path: Path) -> None:
+    baseline = write_run(tmp_path / "base", seed=1, stage_s=30.0)
+    current = write_run(tmp_path / "cur", seed=2, stage_s=30.0, ttft_factor=2.0)
+    # 25 s measured is shorter than 10 blocks of 5 s.
+    result = compare_runs(baseline, current, CompareSettings(min_windows=10))
+    reasons = {metric.insufficient_reason for stage in result.stages for metric in stage.metrics}
+    assert reasons == {"short_stage"}
+    assert result.exit_code == 3
