@@ -340,7 +340,9 @@ def _notes(data: RunData, overall: dict[str, Any], run: dict[str, Any], stages: 
         notes.append(("No plan.json: the run is analysed as one stage, and rates are steady-state completion rates.", {}))
     if run.get("simulated"):
         notes.append(("The target was the built-in simulator, not a Bailian deployment.", {}))
-    if run.get("partial"):
+    if run.get("partial") and run.get("stop_reason"):
+        notes.append(("The run is partial: it stopped before its plan ended ({reason}).", {"reason": run["stop_reason"]}))
+    elif run.get("partial"):
         notes.append(("The run is partial: it was interrupted or lost a worker.", {}))
     if run.get("stages_not_reached"):
         notes.append(("Stages not reached before the run ended, left out of every figure: {stages}.", {"stages": ", ".join(run["stages_not_reached"])}))

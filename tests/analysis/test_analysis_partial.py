@@ -45,6 +45,7 @@ def test_max_duration_stop_is_inconclusive(tmp_path: Path) -> None:
     assert statuses["capacity_delivered"] != "fail"
     assert statuses["run_complete"] == "inconclusive"
     assert any("max-duration reached" in reason for reason in summary.reasons)
+    assert "The run is partial: it stopped before its plan ended (max-duration reached)." in summary.note_texts()
     assert summary.run["stages_not_reached"] == ["100%", "120%"]
     assert [stage["label"] for stage in summary.stages] == ["50%", "80%"]
     cut = summary.stages[1]
