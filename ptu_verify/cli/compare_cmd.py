@@ -23,7 +23,7 @@ _RUN_DIR = click.Path(exists=False, file_okay=False, path_type=Path)
         "speed p50 and 429 share. A difference is a regression only when its bootstrap confidence interval lies "
         "entirely on the worse side and the change reaches the metric's minimum (set them in the [compare] table of "
         "--policy). Writes compare.html and compare.json.\n\n"
-        "Exit code: 0 no regression, 1 regression, 2 the runs cannot be compared.\n\n"
+        "Exit code: 0 no regression, 1 regression, 2 the runs cannot be compared, 3 too few data to judge any metric.\n\n"
         "Examples:\n\n"
         "\b\n"
         "  ptu-verify compare reports/nightly-2026-12-01 reports/nightly-2026-12-02\n"
