@@ -104,3 +104,11 @@ def test_installed_script_runs_from_another_directory(tmp_path: Path) -> None:
     )
     assert completed.returncode == 0, completed.stderr
     assert "16 PTU" in completed.stdout
+
+
+@pytest.mark.parametrize("option", ["--target-tpm", "--target-qpm", "--headroom"])
+def test_analyze_rejects_non_finite_option(run_cli, tmp_path: Path, option: str) -> None:  # type: ignore[no-untyped-def]
+    result = run_cli("analyze", str(tmp_path), option, "inf")
+    assert result.exit_code == 2
+    assert option in result.stderr
+    assert "finite" in result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
@@ -76,6 +77,12 @@ def price_options(function: F) -> F:
     return function
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(_("must be a finite number, got {value}.").format(value=value))
+    return value
+
+
 def verdict_options(function: F) -> F:
     """Add ``--policy``, ``--target-tpm``, ``--target-qpm`` and ``--headroom`` (analyze and run)."""
     options = [
@@ -87,13 +94,14 @@ def verdict_options(function: F) -> F:
             metavar="FILE",
             help=_("YAML or TOML file that changes verdict thresholds (see docs/analysis.md)."),
         ),
-        click.option("--target-tpm", type=float, default=None, metavar="TOKENS", help=_("Demand to size PTUs for, in tokens per minute.")),
-        click.option("--target-qpm", type=float, default=None, metavar="REQUESTS", help=_("Demand to size PTUs for, in requests per minute.")),
+        click.option("--target-tpm", type=float, default=None, callback=_finite, metavar="TOKENS", help=_("Demand to size PTUs for, in tokens per minute.")),
+        click.option("--target-qpm", type=float, default=None, callback=_finite, metavar="REQUESTS", help=_("Demand to size PTUs for, in requests per minute.")),
         click.option(
             "--headroom",
             type=float,
             default=0.0,
             show_default=True,
+            callback=_finite,
             metavar="FRACTION",
             help=_("Extra capacity on top of the target, as a fraction (0.2 = 20 %)."),
         ),

@@ -51,7 +51,8 @@ def verdict_line(verdict: str | None, *, simulated: bool, partial: bool) -> str:
     if simulated:
         text += " (" + _("SIMULATED") + ")"
     if partial:
-        text += _(" (partial: interrupted)")
+        # The stop reason (interrupted, max-duration, lost worker) is in the report's reasons.
+        text += " (" + _("PARTIAL") + ")"
     return _("Verdict: {verdict}").format(verdict=text)
 
 
