@@ -18,7 +18,12 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from loadtest.measure import AttemptContext, AttemptMeasurement, EndMarker
+from loadtest.measure import (
+    AttemptContext,
+    AttemptMeasurement,
+    EndMarker,
+    install_log_scrubber,
+)
 from loadtest.protocol import build_request, make_interpreter
 from loadtest.transports import FastTransport, Transport
 from ptu_verify.errors import InputError
@@ -94,6 +99,7 @@ class StreamClient:
 
     def __init__(self, config: ClientConfig) -> None:
         self.config = config
+        install_log_scrubber(config.api_key)
         self._transport = _make_transport(config)
 
     def close(self) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "AttemptContext",
     "AttemptMeasurement",
     "classify_error",
+    "install_log_scrubber",
     "parse_retry_after",
     "scrub_secrets",
 ]
@@ -81,6 +82,34 @@ def scrub_secrets(text: str, api_key: str | None = None) -> str:
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+class _KeyLogFilter(logging.Filter):
+    """Log filter that replaces the API key in every record a handler emits (the SDKs log raw server messages at DEBUG)."""
+
+    def __init__(self, api_key: str) -> None:
+        super().__init__()
+        self.api_key = api_key
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.api_key in message:
+            record.msg = scrub_secrets(message, self.api_key)
+            record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text and self.api_key in record.exc_text:
+            record.exc_text = scrub_secrets(record.exc_text, self.api_key)
+        return True
+
+
+def install_log_scrubber(api_key: str | None) -> None:
+    """Scrub ``api_key`` from the output of the root logger's handlers, where every logger's records end up."""
+    if not api_key:
+        return
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(existing, _KeyLogFilter) and existing.api_key == api_key for existing in handler.filters):
+            handler.addFilter(_KeyLogFilter(api_key))
 
 
 def _clean_message(message: str | None, api_key: str | None) -> str | None:
