@@ -134,7 +134,8 @@ def parse_distribution(
 
 
 def _example() -> str:
-    return _("write e.g. 500, or {{kind: lognormal, median: 800, sigma: 0.9, min: 50, max: 8000}}.")
+    # format() turns the escaped braces into literal ones.
+    return _("write e.g. 500, or {{kind: lognormal, median: 800, sigma: 0.9, min: 50, max: 8000}}.").format()
 
 
 def _whole(
