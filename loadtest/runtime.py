@@ -15,6 +15,7 @@ master → worker: ``ptu_order`` (a StageOrder), ``ptu_cut`` (end a stage early)
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import sys
 import time
@@ -259,6 +260,10 @@ class Runtime:
         if self.role == "local":
             self.session = LoadSession(environment, options, run_id=self.run_id, worker_id="local", sink=LocalSink(self.run_directory, "local"), api_key=options.api_key())
             set_session(self.session)
+            # Imports, tokenizer and session live as long as the process. Freezing keeps them out of the
+            # garbage collector's full passes, which otherwise paused every stream for 30 ms and more
+            # under load (docs/benchmarks.md, measurement fidelity).
+            gc.freeze()
             self.session.health.start()
             delivery: Any = LocalDelivery(self.session)
             self.run_info["workers"] = ["local"]
@@ -322,6 +327,7 @@ class Runtime:
         sink = ShippingSink(self.runner.send_message, worker_id)
         self.session = LoadSession(environment, options, run_id=self.run_id, worker_id=worker_id, sink=sink, api_key=options.api_key())
         set_session(self.session)
+        gc.freeze()  # as in on_test_start: long-lived objects leave the collector's scans
         self.session.health.start()
         self.runner.send_message("ptu_hello", {"worker_id": worker_id, "mismatches": self.mismatches, "api_key_set": options.api_key() is not None})
 
