@@ -134,6 +134,9 @@ def parse_request(
     for message in messages:
         if not isinstance(message, dict) or "role" not in message:
             raise RequestRejected("bad_request", "Each message must be an object with 'role' and 'content'.")
+        content = message.get("content")
+        if content is not None and not isinstance(content, (str, list)):
+            raise RequestRejected("bad_request", "Field 'content' of a message must be a string or a list of parts.")
 
     max_tokens = _positive_int(parameters.get("max_tokens"), "max_tokens", config.max_output_tokens)
     if api == "openai" and max_tokens is None:

@@ -52,6 +52,8 @@ def keyed_sim() -> Any:
         (NATIVE_PATH, json.dumps(native_body(messages=[])).encode(), 400, "InvalidParameter"),
         (COMPAT_PATH, json.dumps(compat_body(max_tokens=0)).encode(), 400, "invalid_parameter_error"),
         (NATIVE_PATH, json.dumps(native_body(max_tokens=100_000)).encode(), 400, "InvalidParameter"),
+        (COMPAT_PATH, json.dumps(compat_body(messages=[{"role": "user", "content": {"text": "hi"}}])).encode(), 400, "invalid_parameter_error"),
+        (NATIVE_PATH, json.dumps(native_body(messages=[{"role": "user", "content": 42}])).encode(), 400, "InvalidParameter"),
         (COMPAT_PATH, json.dumps(compat_body(model="qwen-max-abc")).encode(), 404, "model_not_found"),
         (NATIVE_PATH, json.dumps({**native_body(), "model": "qwen-max-abc"}).encode(), 404, "ModelNotFound"),
         (COMPAT_PATH, json.dumps(compat_body(padding="x" * 30_000)).encode(), 413, "request_too_large"),
