@@ -57,7 +57,11 @@ def recommend(
     if target_qpm is not None and current.qpm:
         current_utilization.append(target_qpm / current.qpm)
     delta = sizing.ptu - deployed_ptu
-    action: Action = "scale_up" if delta > 0 else "scale_down" if delta < 0 else "keep"
+    action: Action = "keep"
+    if delta > 0:
+        action = "scale_up"
+    elif delta < 0:
+        action = "scale_down"
 
     cost_before = cost_after = None
     if prices.any_given:

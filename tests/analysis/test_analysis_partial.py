@@ -94,7 +94,10 @@ def test_out_of_range_policy_rejected(tmp_path: Path, text: str, key: str, value
         load_policy(path)
 
     message = str(raised.value)
-    assert str(path) in message and key in message and value in message and "range" in message
+    assert str(path) in message
+    assert key in message
+    assert value in message
+    assert "range" in message
 
 
 def test_policy_range_edges_accepted(tmp_path: Path) -> None:
@@ -121,10 +124,12 @@ def test_qpm_bound_capacity_label(tmp_path: Path) -> None:
     assert expected in console
     assert "buys 200,000 TPM / 200 QPM" in console
     english = write_reports(summary, run_dir, lang="en")["verdict.html"].read_text(encoding="utf-8")
-    assert "Capacity for this workload" in english and "Purchased capacity" not in english
+    assert "Capacity for this workload" in english
+    assert "Purchased capacity" not in english
     assert "200,000 TPM / 200 QPM" in english
     chinese = write_reports(summary, run_dir, lang="zh")["verdict.html"].read_text(encoding="utf-8")
-    assert "本负载下的容量" in chinese and "200,000 TPM / 200 QPM" in chinese
+    assert "本负载下的容量" in chinese
+    assert "200,000 TPM / 200 QPM" in chinese
 
 
 def test_tpm_bound_capacity_label(tmp_path: Path) -> None:

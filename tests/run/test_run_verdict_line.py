@@ -14,5 +14,7 @@ def test_verdict_line_chinese_translates_verdict_and_labels() -> None:
     set_language("zh")  # tests/conftest.py restores English after each test
     line = verdict_line("inconclusive", simulated=True, partial=True)
     assert line.startswith("结论：无法判定")
-    assert "模拟" in line and "不完整" in line
-    assert "INCONCLUSIVE" not in line and "SIMULATED" not in line
+    assert "模拟" in line
+    assert "不完整" in line
+    assert "INCONCLUSIVE" not in line
+    assert "SIMULATED" not in line
