@@ -29,6 +29,13 @@ def test_kill9_loses_at_most_one_second(simulator: Any, tmp_path: Path) -> None:
     process = subprocess.Popen(command, env=locust_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
     try:
         wait_for(lambda: len(read_records(run_dir)) >= 60 if (run_dir / "records.jsonl").exists() else False, 30, "60 records on disk")
+
+        # Kill only once enough requests finished well before, so the loss check has something to check.
+        def finished_before(age_s: float) -> int:
+            cutoff = time.time() - age_s
+            return sum(1 for entry in sim.stats()["requests"] if entry["finished_at"] is not None and entry["finished_at"] <= cutoff)
+
+        wait_for(lambda: finished_before(1.5) >= 41, 30, "41 requests finished 1.5 s ago")
         os.kill(process.pid, signal.SIGKILL)
         killed_at = time.time()
         process.wait(timeout=10)

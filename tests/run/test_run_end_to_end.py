@@ -195,7 +195,7 @@ def test_run_sigint_writes_partial_report(tmp_path: Path, policy: Path) -> None:
     assert summary["run"]["partial"] is True
     assert (out / "verdict.html").exists()
     assert process.returncode == summary["exit_code"]
-    assert "(partial: interrupted)" in stdout
+    assert "(PARTIAL)" in stdout
 
 
 def test_run_base_url_without_key_exits_2(tmp_path: Path) -> None:
