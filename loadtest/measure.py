@@ -7,7 +7,7 @@ Rules (docs/measurement.md explains why):
 - TTFT is send → first event that carried a generated token (content, reasoning or a tool call);
   TTFA is send → first content token. Role-only, empty, usage-only and comment events never count.
 - Output tokens come from the server's usage (the last one seen, never a sum); without usage they are
-  estimated with the Qwen tokenizer and the record says so.
+  estimated with the Qwen tokenizer and the record is flagged with ``tokens_estimated``.
 - Generation speed is (output_tokens − 1) / (last token time − first token time). Chunk gaps are
   gaps between token-carrying events, which may hold several tokens each: they are not per-token latency.
 """

@@ -297,8 +297,9 @@ class CapacitySearch:
 
         The median achieved load of the throttled stages, raised to the highest load a good stage
         achieved (a deployment that served a load without 429s has at least that capacity).
-        NOTE: behind a sliding-window limiter an overloaded stage is admitted in bursts of one window,
-        so a short stage can misread its achieved load by up to half; later good stages correct it.
+        NOTE: behind a sliding-window limiter an overloaded stage is admitted in bursts of one window.
+        A short stage can therefore misread its achieved load by up to half, which later good
+        stages correct.
         """
         values = sorted(step.achieved_tpm / self.capacity_tpm for step in self.steps if not self._is_good(step) and step.achieved_tpm > 0)
         if not values:

@@ -117,7 +117,7 @@ class RecentRecords:
     """The last few minutes of records, kept in memory so a running plan can read its own results.
 
     Windows are by completion time (started_at + e2e_s): at a steady load the completion rate equals the
-    arrival rate, and a throttled answer completes within milliseconds while a stream takes seconds.
+    arrival rate, and a throttled response completes within milliseconds while a stream takes seconds.
     """
 
     def __init__(self, keep_s: float = 900.0) -> None:

@@ -1,6 +1,6 @@
 """The per-process load session and the closed-loop Locust user.
 
-Each Locust process that generates load (the single local process or every worker) holds one
+Each Locust process that generates load (the single local process or every worker) has one
 LoadSession: the streaming client, the workload, the open-loop dispatcher, the health monitor and the
 sink its records go to. Closed-loop users (``--plan users``) and open-loop dispatches both send through
 :meth:`LoadSession.send`, which fires Locust's request events and hands every record to the sink.
@@ -36,7 +36,7 @@ class RequestFailed(Exception):
 
 
 class RecordSink(Protocol):
-    """Where a load-generating process puts its records and health samples."""
+    """Destination of a load-generating process's records and health samples."""
 
     def add_records(self, records: list[RequestRecord]) -> None: ...
 

@@ -30,7 +30,7 @@ class PtuVerifyError(Exception):
 class InputError(PtuVerifyError):
     """Bad input from the user: a flag, a file, a field or a value (exit 2).
 
-    The message names the offending file, field or value and says how to fix it.
+    The message names the offending file, field or value and gives the fix.
     """
 
     exit_code = ExitCode.USAGE

@@ -190,8 +190,8 @@ def _sanitize_command(command: Any) -> list[str]:
 
 def _run_metadata(data: RunData, options: AnalysisOptions, model: str, ptu: int) -> dict[str, Any]:
     info = data.run_info
-    # Either source can only add the partial mark: run.json knows a max-duration or -t stop that
-    # the orchestrator does not see as an interruption.
+    # Either source can only add the partial mark. run.json records a max-duration or -t stop,
+    # which the orchestrator does not count as an interruption.
     partial = bool(options.partial) or bool(info.get("partial"))
     keys = ("run_id", "deployment_code", "api", "transport", "workload", "plan", "started_at", "ended_at", "host", "versions", "workers")
     meta: dict[str, Any] = {key: info.get(key) for key in keys if key in info}
@@ -257,7 +257,7 @@ _CUT_GAPS = 3.0
 
 @dataclass(frozen=True)
 class _Coverage:
-    """Which planned stages the records reach, with cut stages shortened to the span measured."""
+    """The planned stages that the records reach, with cut stages shortened to the span measured."""
 
     reached: list[tuple[int, StageWindow]]  # (index into prepared.windows, window as measured)
     not_reached: list[str]

@@ -32,7 +32,7 @@ class Check:
 
     @property
     def detail(self) -> str:
-        """The detail in the active language; a list parameter holds (template, params) parts joined by "; "."""
+        """Return the detail in the active language. A list parameter contains (template, params) parts, joined by "; "."""
         params = {
             key: "; ".join(_(part).format(**part_params) for part, part_params in value) if isinstance(value, list) else value
             for key, value in self.params.items()
@@ -239,8 +239,8 @@ def evaluate_checks(
     """Run every check on the stage metrics; each stage dict needs offered_fraction and duration_s.
 
     A partial run, or one whose records miss planned stages, fails on capacity only when the
-    deployment pushed back with 429s; without them a healthy deployment would look the same, so
-    the capacity check is downgraded to inconclusive.
+    deployment answered with 429s. Without them a healthy deployment would look the same, so the
+    capacity check is downgraded to inconclusive.
     """
     checks = [
         _capacity_check(stages, capacity_tpm, policy),

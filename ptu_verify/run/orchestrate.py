@@ -366,7 +366,7 @@ def _watch_locust(
         tail.poll()
         plan = read_plan(run_dir)
         if plan is not None and not announced:
-            # The Locust side prints its estimate to locust.log only; the user of ``run`` sees it here.
+            # The Locust side prints its estimate to locust.log only, so ``run`` prints it on screen.
             echo(format_plan_estimate(plan))
             announced = True
         if now - last_print >= PROGRESS_INTERVAL_S:

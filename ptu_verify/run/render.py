@@ -108,6 +108,14 @@ def _compare_rows(result: CompareResult) -> list[dict[str, str]]:
     return rows
 
 
+def _banner(result: CompareResult) -> str:
+    if result.regression_count:
+        return "regression"
+    if result.judged_count:
+        return "ok"
+    return "inconclusive"
+
+
 def _verdict_line(result: CompareResult) -> str:
     if result.regression_count:
         return _("REGRESSION: {count} stage metrics got worse beyond the noise.").format(count=result.regression_count)
@@ -216,7 +224,7 @@ def render_compare_html(result: CompareResult) -> str:
         "lang": "zh-CN" if get_language() == "zh" else "en",
         "title": _("ptu-verify regression check"),
         "regression": bool(result.regression_count),
-        "banner": "regression" if result.regression_count else ("ok" if result.judged_count else "inconclusive"),
+        "banner": _banner(result),
         "verdict_text": _verdict_line(result),
         "baseline_title": _("Baseline"),
         "current_title": _("Current"),

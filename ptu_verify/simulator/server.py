@@ -183,7 +183,7 @@ async def _handle_chat(http_request: web.Request, api: str, multimodal_endpoint:
             http_request, state, entry, api, "too_large", f"Request body is larger than {config.max_body_bytes} bytes."
         )
     except ConnectionError:
-        # The client went away before its body arrived; nothing can be answered.
+        # The client disconnected before its body arrived, so no response can be sent.
         entry["outcome"] = "client_disconnect"
         entry["finished_at"] = time.time()
         logger.debug("Client disconnected while sending the body of request %s", request_id)

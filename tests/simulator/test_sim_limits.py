@@ -125,7 +125,7 @@ def test_limiter_token_limit() -> None:
     assert limiter.admit(1, 10) == "token"
 
 
-# Token limit: 200,000 TPM × 0.0005 = 100 tokens per minute, spent by the first 100-token answer.
+# Token limit: 200,000 TPM × 0.0005 = 100 tokens per minute, spent by the first 100-token response.
 TOKEN_LIMIT = {"enforce_qpm": False, "capacity_factor": 0.0005, "natural_length_fixed": 100}
 # Request limit: 200 QPM × 0.05 × 6 s / 60 s = 1 request per window.
 REQUEST_LIMIT = {"window_s": 6.0, "capacity_factor": 0.05, "natural_length_fixed": 5}
